@@ -1,0 +1,5 @@
+import sys
+
+from streamscore.cli import main
+
+sys.exit(main())

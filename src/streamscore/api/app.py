@@ -1,0 +1,181 @@
+"""HTTP routes. `/ingest` reads raw bytes (no pydantic on the hot path); reads are small."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import msgspec
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from starlette.responses import Response
+
+from streamscore import __version__
+from streamscore.api import ingest as ingest_route
+from streamscore.api import schemas
+from streamscore.api.ingest import error, json_response
+from streamscore.config import Settings
+from streamscore.ingest.decode import event_type
+from streamscore.service import Service
+
+HISTORY_DEFAULT_LIMIT = 1000
+HISTORY_MAX_LIMIT = 10_000
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The app over a `Service` built now (model loaded, state recovered), started on startup."""
+    built = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        built.start()
+        try:
+            yield
+        finally:
+            built.close()
+
+    app = FastAPI(
+        title="streamscore",
+        version=__version__,
+        description="Real-time ML scoring of event streams.",
+        lifespan=lifespan,
+    )
+    app.state.service = built
+
+    def service_of(request: Request) -> Service:
+        return request.app.state.service
+
+    @app.post(
+        "/ingest",
+        response_model=schemas.IngestResponse,
+        responses={
+            400: {"model": schemas.ErrorResponse, "description": "body unreadable; nothing stored"},
+            413: {"model": schemas.ErrorResponse, "description": "body or event count too large"},
+            415: {"model": schemas.ErrorResponse, "description": "unsupported content type"},
+            503: {"model": schemas.ErrorResponse, "description": "overloaded or store failing"},
+        },
+        openapi_extra={"requestBody": _ingest_request_body(built.scorer.n_features)},
+        summary="Score and store events; 200 means every processed event is durable",
+    )
+    async def ingest(request: Request) -> Response:
+        return await ingest_route.ingest(request, service_of(request))
+
+    @app.get("/users/{user_id}/median", response_model=schemas.MedianResponse)
+    async def median(user_id: str, request: Request) -> Response:
+        service = service_of(request)
+        service.counters.median_requests += 1
+        value, count = service.windows.get(user_id)
+        clock = service.clock
+        known = math.isfinite(clock.time)
+        return json_response(
+            {
+                "user_id": user_id,
+                "median": value,
+                "count": count,
+                "window_start": clock.cutoff if known else None,
+                "window_end": clock.time if known else None,
+            }
+        )
+
+    @app.get(
+        "/users/{user_id}/history",
+        response_model=schemas.HistoryResponse,
+        responses={400: {"model": schemas.ErrorResponse, "description": "invalid cursor"}},
+    )
+    def history(
+        user_id: str,
+        request: Request,
+        since: Annotated[float | None, Query(description="inclusive lower bound, UNIX s")] = None,
+        until: Annotated[float | None, Query(description="inclusive upper bound, UNIX s")] = None,
+        limit: Annotated[int, Query(ge=1, le=HISTORY_MAX_LIMIT)] = HISTORY_DEFAULT_LIMIT,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    ) -> Response:
+        service = service_of(request)
+        service.counters.history_requests += 1
+        try:
+            after = _decode_cursor(cursor) if cursor else (-math.inf, -1)
+        except ValueError:
+            return error(400, "invalid cursor: pass next_cursor from a previous page unchanged")
+        low = -math.inf if since is None else since
+        high = math.inf if until is None else until
+        rows = service.store.history(user_id, low, high, after, limit)
+        next_cursor = _encode_cursor(rows[-1][0], rows[-1][2]) if len(rows) == limit else None
+        return json_response(
+            {
+                "user_id": user_id,
+                "history": [{"timestamp": ts, "score": score} for ts, score, _ in rows],
+                "next_cursor": next_cursor,
+            }
+        )
+
+    @app.get("/stats", response_model=schemas.StatsResponse)
+    async def stats(request: Request) -> Response:
+        service = service_of(request)
+        c = service.counters
+        medians = service.windows.medians()
+        clock = service.clock
+        return json_response(
+            {
+                "status": "ok",
+                "event_count": c.events,
+                "users_tracked": service.windows.users,
+                "median_of_medians": float(np.median(medians)) if len(medians) else None,
+                "ingest_requests": c.ingest_requests,
+                "median_requests": c.median_requests,
+                "history_requests": c.history_requests,
+                "avg_ingest_latency_seconds": c.ingest_latency.mean,
+                "p50_ingest_latency_seconds": c.ingest_latency.quantile(0.5),
+                "p99_ingest_latency_seconds": c.ingest_latency.quantile(0.99),
+                "rejected_events": c.rejected,
+                "late_events": c.late,
+                "duplicate_events": c.duplicates,
+                "windowed_events": service.windows.events,
+                "stream_time": clock.time if math.isfinite(clock.time) else None,
+                "window_seconds": clock.window,
+                "in_flight_events": service.admission.in_flight,
+                "model_version": service.scorer.version,
+                "uptime_seconds": time.time() - service.started_at,
+            }
+        )
+
+    @app.get("/health", response_model=schemas.HealthResponse)
+    async def health() -> Response:
+        return json_response({"status": "ok"})
+
+    return app
+
+
+def _ingest_request_body(n_features: int) -> dict[str, object]:
+    (_event,), components = msgspec.json.schema_components([event_type(n_features)])
+    envelope = {
+        "type": "object",
+        "required": ["events"],
+        "properties": {"events": {"type": "array", "items": components["Event"]}},
+    }
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": envelope},
+            "application/x-ndjson": {
+                "schema": {"type": "string", "description": "one event object per line"}
+            },
+        },
+    }
+
+
+def _encode_cursor(ts: float, seq: int) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode([ts, seq])).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        ts, seq = msgspec.json.decode(raw, type=tuple[float, int])
+    except (binascii.Error, msgspec.DecodeError, ValueError) as exc:
+        raise ValueError(str(exc)) from None
+    return ts, seq

@@ -1,0 +1,75 @@
+"""Response shapes, for the OpenAPI document at /docs.
+
+Handlers build plain dicts and encode them with msgspec; these models only describe them (and
+schemathesis checks every response against them, so they cannot drift unnoticed).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class EventError(BaseModel):
+    index: int = Field(description="position of the event in the request (NDJSON: its line)")
+    error: str
+
+
+class IngestResponse(BaseModel):
+    processed: int = Field(description="events scored and durably stored (late ones included)")
+    rejected: int
+    duplicates: int = Field(description="events whose event_id was already processed")
+    late: int = Field(description="processed events older than the window on arrival")
+    errors: list[EventError] = Field(description="the first 100 rejections")
+    errors_truncated: bool
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    processed: int | None = Field(
+        default=None, description="NDJSON only: events of this request already durable"
+    )
+
+
+class MedianResponse(BaseModel):
+    user_id: str
+    median: float | None
+    count: int
+    window_start: float | None
+    window_end: float | None
+
+
+class HistoryPoint(BaseModel):
+    timestamp: float
+    score: float
+
+
+class HistoryResponse(BaseModel):
+    user_id: str
+    history: list[HistoryPoint]
+    next_cursor: str | None
+
+
+class StatsResponse(BaseModel):
+    status: str
+    event_count: int
+    users_tracked: int
+    median_of_medians: float | None
+    ingest_requests: int
+    median_requests: int
+    history_requests: int
+    avg_ingest_latency_seconds: float
+    p50_ingest_latency_seconds: float
+    p99_ingest_latency_seconds: float
+    rejected_events: int
+    late_events: int
+    duplicate_events: int
+    windowed_events: int
+    stream_time: float | None
+    window_seconds: float
+    in_flight_events: int
+    model_version: str
+    uptime_seconds: float
+
+
+class HealthResponse(BaseModel):
+    status: str

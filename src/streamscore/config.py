@@ -1,0 +1,106 @@
+"""Service settings: one frozen dataclass, filled from CLI flags or `STREAMSCORE_*` variables.
+
+Every field is a CLI option of `streamscore serve` and an environment variable named
+`STREAMSCORE_<FIELD>` (upper case); flags win over the environment, which wins over defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8000, metadata={"help": "TCP port to listen on"})
+    store: str = field(
+        default="sqlite:///events.db",
+        metadata={"help": "event store URL: sqlite:///PATH (relative) or sqlite:////ABS/PATH"},
+    )
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "model file: a state_dict of the default MLP or a TorchScript file; "
+            "unset = create and use the demo model next to the store"
+        },
+    )
+    window: float = field(
+        default=300.0, metadata={"help": "rolling-median window W in seconds of event time"}
+    )
+    max_future_skew: float = field(
+        default=300.0,
+        metadata={"help": "reject events whose timestamp is this many seconds ahead of the clock"},
+    )
+    dedupe_horizon: float = field(
+        default=300.0,
+        metadata={
+            "help": "event_id duplicates are recognised for events acknowledged within this "
+            "many seconds of stream time (the window or more)"
+        },
+    )
+    max_batch: int = field(
+        default=8192, metadata={"help": "most events scored in one forward call"}
+    )
+    max_in_flight: int = field(
+        default=262_144,
+        metadata={"help": "most events accepted but not yet durable; more waits, then 503"},
+    )
+    max_wait: float = field(
+        default=5.0,
+        metadata={"help": "seconds a request waits for room in the pipeline before a 503"},
+    )
+    max_body_bytes: int = field(
+        default=64 * 1024 * 1024, metadata={"help": "largest JSON body accepted (413 above)"}
+    )
+    max_events_per_request: int = field(
+        default=100_000, metadata={"help": "most events in one JSON body (413 above)"}
+    )
+    max_line_bytes: int = field(
+        default=65_536, metadata={"help": "longest NDJSON line; longer lines are rejected events"}
+    )
+    ndjson_chunk: int = field(
+        default=4096, metadata={"help": "NDJSON lines decoded and submitted together"}
+    )
+    index_interval: float = field(
+        default=0.2,
+        metadata={"help": "seconds between moves of acknowledged events into the history index"},
+    )
+    torch_threads: int = field(
+        default=1, metadata={"help": "intra-op threads for inference (1 is best on 2 cores)"}
+    )
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+
+    @property
+    def sqlite_path(self) -> Path:
+        """Path of the SQLite history file named by `store`."""
+        prefix = "sqlite:///"
+        if not self.store.startswith(prefix):
+            raise ValueError(f"unsupported store URL {self.store!r}: expected sqlite:///PATH")
+        return Path(self.store[len(prefix) :])
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def env_name(name: str) -> str:
+    return f"STREAMSCORE_{name.upper()}"
+
+
+def from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Settings given as `STREAMSCORE_*` variables, converted to each field's type."""
+    environ = dict(os.environ) if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = environ.get(env_name(f.name))
+        if raw is None:
+            continue
+        kind = type(f.default) if f.default is not None else str
+        try:
+            values[f.name] = kind(raw)
+        except ValueError as exc:
+            raise ValueError(f"{env_name(f.name)}={raw!r}: {exc}") from None
+    return values

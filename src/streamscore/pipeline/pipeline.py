@@ -1,0 +1,255 @@
+"""The hot path after decoding: admit -> dedupe -> score -> group commit -> windows -> ack.
+
+    event loop            scorer thread                 writer thread
+    ----------            -------------                 -------------
+    submit(batch) ──q──▶  coalesce requests       ──q──▶ coalesce scored groups
+      (admission)         claim event_ids               append to the log + fsync (one commit)
+                          one forward call              stream time, late events
+    await future ◀────────────────────────────────────── update windows, resolve futures
+
+Requests from many connections are coalesced twice: into one forward call, and into one
+commit. A future resolves only after the commit that holds its events, so a 2xx means durable.
+Both queues are bounded by `Admission`: requests wait for room, then get `Overloaded`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from streamscore.batch import EventBatch, IngestResult
+from streamscore.ingest.dedupe import EventIdDeduper
+from streamscore.pipeline.admission import Admission
+from streamscore.score.scorer import Scorer
+from streamscore.stats.counters import Counters
+from streamscore.store.sqlite import SQLiteStore, StoreUnavailable
+from streamscore.windows.rolling_median import RollingMedians
+from streamscore.windows.stream_time import StreamClock
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+TRUNCATE_EVERY = 1.0  # seconds of wall time between log truncations
+
+
+@dataclass(slots=True)
+class _Job:
+    batch: EventBatch
+    future: asyncio.Future[IngestResult]
+    loop: asyncio.AbstractEventLoop
+
+
+@dataclass(slots=True)
+class _Scored:
+    job: _Job
+    kept: EventBatch  # events not seen before
+    scores: np.ndarray
+    duplicates: int
+
+
+class Pipeline:
+    def __init__(
+        self,
+        scorer: Scorer,
+        store: SQLiteStore,
+        windows: RollingMedians,
+        clock: StreamClock,
+        deduper: EventIdDeduper,
+        counters: Counters,
+        model_id: int,
+        max_batch: int,
+        admission: Admission,
+    ) -> None:
+        self.scorer = scorer
+        self.store = store
+        self.windows = windows
+        self.clock = clock
+        self.deduper = deduper
+        self.counters = counters
+        self.model_id = model_id
+        self.max_batch = max_batch
+        self.admission = admission
+        self.retention = max(clock.window, deduper.horizon)
+        self._to_score: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._to_write: queue.SimpleQueue[_Scored | object] = queue.SimpleQueue()
+        self._next_seq = store.last_seq() + 1
+        self._commits: deque[tuple[int, float]] = deque()  # (last seq, stream time after)
+        self._last_truncate = 0.0
+        self._threads = [
+            threading.Thread(target=self._score_loop, name="scorer", daemon=True),
+            threading.Thread(target=self._write_loop, name="writer", daemon=True),
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def close(self) -> None:
+        """Finish what was submitted, then stop both threads."""
+        self._to_score.put(_STOP)
+        for thread in self._threads:
+            thread.join()
+
+    async def submit(self, batch: EventBatch) -> IngestResult:
+        """Resolves once every new event of `batch` is durable; raises on overload or store failure."""
+        if len(batch) == 0:
+            return IngestResult()
+        await self.admission.acquire(len(batch))
+        try:
+            loop = asyncio.get_running_loop()
+            job = _Job(batch, loop.create_future(), loop)
+            self._to_score.put(job)
+            return await job.future
+        finally:
+            self.admission.release(len(batch))
+
+    # -- scorer thread -------------------------------------------------------------------
+
+    def _score_loop(self) -> None:
+        while True:
+            jobs, stop = _drain(self._to_score, self.max_batch)
+            if jobs:
+                try:
+                    self._to_write.put(self._score(jobs))
+                except Exception as exc:  # a broken model must fail requests, not the thread
+                    log.exception("scoring failed")
+                    for job in jobs:
+                        _resolve(job, exc)
+            if stop:
+                self._to_write.put(_STOP)
+                return
+
+    def _score(self, jobs: list[_Job]) -> list[_Scored]:
+        kept = []
+        for job in jobs:
+            fresh = self.deduper.claim(job.batch.event_ids)
+            kept.append((job, job.batch.select(fresh), int((~fresh).sum())))
+        features = np.concatenate([k.features for _, k, _ in kept]).astype(np.float32)
+        scores = self.scorer.score(features)
+        bounds = np.cumsum([0] + [len(k) for _, k, _ in kept])
+        return [
+            _Scored(job, batch, scores[bounds[i] : bounds[i + 1]], dups)
+            for i, (job, batch, dups) in enumerate(kept)
+        ]
+
+    # -- writer thread -------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            groups, stop = _drain(self._to_write, None)
+            scored = [s for group in groups for s in group]
+            if scored:
+                self._commit(scored)
+            if stop:
+                return
+
+    def _commit(self, scored: list[_Scored]) -> None:
+        batch = EventBatch.concat([s.kept for s in scored])
+        scores = np.concatenate([s.scores for s in scored])
+        duplicates = sum(s.duplicates for s in scored)
+        n = len(batch)
+        clock = StreamClock(self.clock.window, self.clock.time)
+        late = clock.advance(batch.timestamps)
+        rows = msgspec.json.encode(
+            list(
+                zip(
+                    batch.user_ids,
+                    batch.timestamps.tolist(),
+                    scores.tolist(),
+                    batch.event_ids,
+                    batch.features.tolist(),
+                    strict=True,
+                )
+            )
+        )
+        try:
+            self.store.append(
+                self._next_seq, rows, self.model_id, int(late.sum()), duplicates, clock.time, n
+            )
+        except StoreUnavailable as exc:
+            log.error("store write failed; %d events not acknowledged: %s", n, exc)
+            self.deduper.release(batch.event_ids)
+            for s in scored:
+                _resolve(s.job, exc)
+            return
+        self._next_seq += n
+        self.clock.time = clock.time
+        self._commits.append((self._next_seq - 1, clock.time))
+
+        live = batch.timestamps >= clock.cutoff
+        if live.any():
+            self.windows.insert(
+                [u for u, k in zip(batch.user_ids, live, strict=True) if k],
+                batch.timestamps[live],
+                scores[live],
+            )
+        self.windows.expire(clock.cutoff)
+        self.deduper.committed(batch.event_ids, clock.time)
+        self.deduper.evict(clock.time)
+        self.counters.events += n
+        self.counters.late += int(late.sum())
+        self.counters.duplicates += duplicates
+
+        offset = 0
+        for s in scored:
+            size = len(s.kept)
+            _resolve(
+                s.job, IngestResult(size, s.duplicates, int(late[offset : offset + size].sum()))
+            )
+            offset += size
+        self._maybe_truncate()
+
+    def _maybe_truncate(self) -> None:
+        """Drop log rows that are indexed and were committed before the retained horizon."""
+        now = time.monotonic()
+        if now - self._last_truncate < TRUNCATE_EVERY:
+            return
+        self._last_truncate = now
+        boundary = None
+        horizon = self.clock.time - self.retention
+        while self._commits and self._commits[0][1] < horizon:
+            boundary = self._commits.popleft()[0]
+        if boundary is not None:
+            self.store.truncate_log(boundary)
+
+
+def _drain(q: queue.SimpleQueue, max_events: int | None) -> tuple[list, bool]:
+    """Block for one item, then take what is already queued (up to `max_events` events)."""
+    items = [q.get()]
+    if items[0] is _STOP:
+        return [], True
+    total = _size(items[0])
+    while max_events is None or total < max_events:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            break
+        if item is _STOP:
+            return items, True
+        items.append(item)
+        total += _size(item)
+    return items, False
+
+
+def _size(item: object) -> int:
+    return len(item.batch) if isinstance(item, _Job) else 1
+
+
+def _resolve(job: _Job, outcome: IngestResult | BaseException) -> None:
+    def settle() -> None:
+        if job.future.done():  # the client went away; its events are durable all the same
+            return
+        if isinstance(outcome, BaseException):
+            job.future.set_exception(outcome)
+        else:
+            job.future.set_result(outcome)
+
+    job.loop.call_soon_threadsafe(settle)

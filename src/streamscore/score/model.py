@@ -1,0 +1,119 @@
+"""The scoring model: the seeds' default MLP, its deterministic creation, and safe loading.
+
+Loading never unpickles arbitrary objects: a state_dict goes through
+`torch.load(weights_only=True)`, anything else must be TorchScript.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEMO_SEED = 20250925
+
+
+class InefficientModel(nn.Module):
+    """The seeds' model: Linear(F,128) -> ReLU -> Dropout(0) -> Linear(128,128) -> ReLU -> Linear(128,1)."""
+
+    def __init__(self, n_features: int = 3) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(n_features, 128),
+            nn.ReLU(),
+            nn.Dropout(0.0),
+            nn.Linear(128, 128),
+            nn.ReLU(),
+            nn.Linear(128, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+class ModelLoadError(ValueError):
+    """The file is neither a tensor-only state_dict of the default MLP nor TorchScript."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    module: nn.Module
+    n_features: int
+    version: str  # "<file name>@<sha256 prefix>": ties every stored score to the exact weights
+
+
+def create_model(path: Path, n_features: int = 3, seed: int = DEMO_SEED) -> Path:
+    """Write the default MLP's state_dict with weights fixed by `seed` (same seed, same bytes)."""
+    torch.manual_seed(seed)
+    model = InefficientModel(n_features)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def load_model(path: Path) -> LoadedModel:
+    """Load a state_dict (weights only) or a TorchScript file, in eval mode."""
+    data = path.read_bytes()
+    version = f"{path.name}@{hashlib.sha256(data).hexdigest()[:12]}"
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError) as state_error:
+        module, n_features = _load_torchscript(path, state_error)
+    else:
+        module, n_features = _from_state_dict(state)
+    module.eval()
+    return LoadedModel(module=module, n_features=n_features, version=version)
+
+
+def _from_state_dict(state: object) -> tuple[nn.Module, int]:
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelLoadError("model file holds no state_dict of tensors")
+    first = state.get("net.0.weight")
+    if first is None or first.ndim != 2:
+        raise ModelLoadError(
+            "state_dict does not match the default MLP (no net.0.weight); "
+            "export other architectures as TorchScript"
+        )
+    n_features = int(first.shape[1])
+    module = InefficientModel(n_features)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"state_dict does not match the default MLP: {exc}") from None
+    return module, n_features
+
+
+def _load_torchscript(path: Path, state_error: Exception) -> tuple[nn.Module, int]:
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # torch raises assorted types for non-TorchScript files
+        raise ModelLoadError(
+            f"refusing to load {path}: not a weights-only state_dict ({_first_line(state_error)}) "
+            f"and not TorchScript ({_first_line(exc)})"
+        ) from None
+    n_features = _infer_n_features(module)
+    probe = module(torch.zeros(2, n_features))
+    if probe.reshape(-1).shape != (2,):
+        raise ModelLoadError(f"model maps [2, {n_features}] to {list(probe.shape)}, not [2]")
+    return module, n_features
+
+
+def _infer_n_features(module: nn.Module) -> int:
+    declared = getattr(module, "n_features", None)
+    if isinstance(declared, int):
+        return declared
+    for param in module.parameters():
+        if param.ndim == 2:
+            return int(param.shape[1])
+    raise ModelLoadError(
+        "cannot infer the feature count: give the module an `n_features` attribute"
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

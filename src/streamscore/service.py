@@ -1,0 +1,89 @@
+"""Assembles the pipeline's stages from `Settings`, restores state from the store, and owns
+their lifecycle. The HTTP layer talks only to this object."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from streamscore.config import Settings
+from streamscore.ingest.decode import EventDecoder
+from streamscore.ingest.dedupe import EventIdDeduper
+from streamscore.pipeline.admission import Admission
+from streamscore.pipeline.pipeline import Pipeline
+from streamscore.score.model import create_model, load_model
+from streamscore.score.scorer import Scorer
+from streamscore.stats.counters import Counters
+from streamscore.store.indexer import Indexer
+from streamscore.store.sqlite import SQLiteStore
+from streamscore.windows.rolling_median import RollingMedians
+from streamscore.windows.stream_time import StreamClock
+
+log = logging.getLogger(__name__)
+
+DEMO_MODEL = "demo_model.pt"
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started_at = time.time()
+        model = load_model(self._model_path())
+        self.scorer = Scorer(model, threads=settings.torch_threads)
+        self.decoder = EventDecoder(model.n_features)
+        self.store = SQLiteStore(settings.sqlite_path)
+        self.model_id = self.store.register_model(model.version)
+        self.counters = Counters()
+        self.clock = StreamClock(settings.window)
+        self.windows = RollingMedians()
+        self.deduper = EventIdDeduper(max(settings.dedupe_horizon, settings.window))
+        self.recovery_seconds = self._recover()
+        self.admission = Admission(settings.max_in_flight, settings.max_wait)
+        self.pipeline = Pipeline(
+            self.scorer,
+            self.store,
+            self.windows,
+            self.clock,
+            self.deduper,
+            self.counters,
+            self.model_id,
+            settings.max_batch,
+            self.admission,
+        )
+        self.indexer = Indexer(self.store, settings.index_interval)
+
+    def _model_path(self) -> Path:
+        if self.settings.model:
+            return Path(self.settings.model)
+        path = self.settings.sqlite_path.parent / DEMO_MODEL
+        if not path.exists():
+            create_model(path)
+            log.info("created demo model", extra={"path": str(path)})
+        return path
+
+    def _recover(self) -> float:
+        """Rebuild stream time, windows and the dedupe set from the store; returns seconds taken."""
+        started = time.perf_counter()
+        saved = self.store.counters()
+        self.counters.events = int(saved["events"])
+        self.counters.late = int(saved["late"])
+        self.counters.duplicates = int(saved["duplicates"])
+        self.clock.time = max(self.clock.time, float(saved["stream_time"]))
+        for rows in self.store.window_rows(self.clock.cutoff):
+            users, ts, scores = zip(*rows, strict=True)
+            self.windows.insert(list(users), np.array(ts), np.array(scores, dtype=np.float32))
+        self.deduper.load(self.store.logged_event_ids(), self.clock.time)
+        return time.perf_counter() - started
+
+    def start(self) -> None:
+        self.pipeline.start()
+        self.indexer.start()
+
+    def close(self) -> None:
+        """Commit what was submitted, index it, close the files."""
+        self.pipeline.close()
+        self.indexer.close()
+        self.store.close()

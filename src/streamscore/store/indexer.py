@@ -1,0 +1,45 @@
+"""Background thread that moves acknowledged events from the log into the history index.
+
+Its SQL runs inside SQLite without the GIL, so on two cores it indexes in parallel with the
+hot path. A failed pass (disk full, locked) is logged and retried; the log keeps the rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from streamscore.store.sqlite import SQLiteStore
+
+log = logging.getLogger(__name__)
+
+
+class Indexer:
+    def __init__(self, store: SQLiteStore, interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="indexer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop after indexing everything logged so far."""
+        self._stop.set()
+        self._thread.join()
+        self.drain()
+
+    def drain(self) -> None:
+        while self.store.index_pending():
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                moved = self.store.index_pending()
+            except Exception as exc:  # keep indexing alive through transient store errors
+                log.error("indexing failed, retrying: %s", exc)
+                moved = 0
+            if moved < self.store.index_chunk:
+                self._stop.wait(self.interval)

@@ -1,0 +1,269 @@
+"""The embedded store: two SQLite files, so acknowledging and indexing never wait on each other.
+
+`events.ingest.db` is the durable log. The writer appends each group commit to `log` in one
+statement and fsyncs (synchronous=FULL) before any request of the group is acknowledged. The log
+keeps the events of the current window (and the dedupe horizon), which is all a restart needs.
+
+`events.db` is the history. An indexer thread copies acknowledged log rows into `history`, a
+WITHOUT ROWID table clustered by (user_id, ts, seq), in large sorted chunks off the ack path.
+History lags acknowledgement by about `index_interval`.
+
+Every statement on the hot paths moves whole batches inside SQLite (`json_each` on insert,
+one concatenated JSON text on read): one `sqlite3_step` per batch instead of one per row, which matters
+because Python's sqlite3 drops and retakes the GIL at every step.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+HISTORY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+CREATE TABLE IF NOT EXISTS models (
+    model_id   INTEGER PRIMARY KEY,
+    version    TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    user_id  TEXT    NOT NULL,
+    ts       REAL    NOT NULL,
+    seq      INTEGER NOT NULL,
+    score    REAL    NOT NULL,
+    event_id TEXT,
+    model_id INTEGER NOT NULL,
+    features TEXT    NOT NULL,
+    PRIMARY KEY (user_id, ts, seq)
+) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS events AS
+    SELECT h.user_id, h.ts AS timestamp, h.score, h.event_id, m.version AS model_version,
+           h.features, h.seq
+    FROM history AS h JOIN models AS m USING (model_id);
+INSERT OR IGNORE INTO meta VALUES ('schema_version', 1), ('indexed_seq', 0);
+"""
+
+LOG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS log (
+    seq      INTEGER PRIMARY KEY,
+    user_id  TEXT    NOT NULL,
+    ts       REAL    NOT NULL,
+    score    REAL    NOT NULL,
+    event_id TEXT,
+    model_id INTEGER NOT NULL,
+    features TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value NOT NULL);
+INSERT OR IGNORE INTO counters VALUES
+    ('events', 0), ('late', 0), ('duplicates', 0), ('stream_time', -1e300);
+"""
+
+APPEND = """
+INSERT INTO log (seq, user_id, ts, score, event_id, model_id, features)
+SELECT ?1 + key, value->>0, value->>1, value->>2, value->>3, ?2, value->>4 FROM json_each(?3)
+"""
+
+COUNT = """
+UPDATE counters SET value = CASE name
+    WHEN 'events' THEN value + ?1
+    WHEN 'late' THEN value + ?2
+    WHEN 'duplicates' THEN value + ?3
+    WHEN 'stream_time' THEN max(value, ?4)
+END
+"""
+
+MOVE = """
+INSERT OR IGNORE INTO main.history (user_id, ts, seq, score, event_id, model_id, features)
+SELECT user_id, ts, seq, score, event_id, model_id, features FROM ingest.log
+WHERE seq > ?1 AND seq <= ?2 ORDER BY user_id, ts, seq
+"""
+
+HISTORY = """
+SELECT '[' || group_concat(printf('[%!.17g,%!.17g,%d]', ts, score, seq), ',') || ']' FROM (
+    SELECT ts, score, seq FROM history
+    WHERE user_id = ?1 AND ts >= ?2 AND ts <= ?3 AND (ts, seq) > (?4, ?5)
+    ORDER BY ts, seq LIMIT ?6
+)
+"""
+
+
+class StoreUnavailable(RuntimeError):
+    """The store refused a write (disk full, read-only, locked): nothing of the batch is kept."""
+
+
+class SchemaTooNew(RuntimeError):
+    """The files were written by a newer streamscore; refusing to touch them."""
+
+
+def _connect(path: Path, *, cache_mb: int = 16) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
+    return conn
+
+
+class SQLiteStore:
+    """One writer thread appends, one indexer thread indexes, any thread reads history."""
+
+    def __init__(self, path: Path, index_chunk: int = 250_000) -> None:
+        self.path = path
+        self.log_path = path.with_suffix(".ingest" + (path.suffix or ".db"))
+        self.index_chunk = index_chunk
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._main = _connect(path, cache_mb=128)
+        self._check_schema(self._main)
+        self._main.executescript(HISTORY_SCHEMA)
+        self._log = _connect(self.log_path)
+        self._log.executescript(LOG_SCHEMA)
+        self._main.execute("ATTACH DATABASE ? AS ingest", (str(self.log_path),))
+        self.indexed_seq = int(self._meta("indexed_seq"))
+        self._readers = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+
+    # -- startup -------------------------------------------------------------------------
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        has_meta = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+        ).fetchone()
+        if not has_meta:
+            return
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row and int(row[0]) > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{self.path} has schema version {row[0]}; this streamscore knows {SCHEMA_VERSION}"
+            )
+
+    def _meta(self, key: str) -> str:
+        return self._main.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0]
+
+    def register_model(self, version: str) -> int:
+        self._main.execute(
+            "INSERT OR IGNORE INTO models (version, created_at) VALUES (?, ?)",
+            (version, time.time()),
+        )
+        return int(
+            self._main.execute(
+                "SELECT model_id FROM models WHERE version=?", (version,)
+            ).fetchone()[0]
+        )
+
+    def counters(self) -> dict[str, float]:
+        return {
+            name: value for name, value in self._log.execute("SELECT name, value FROM counters")
+        }
+
+    def last_seq(self) -> int:
+        (top,) = self._log.execute("SELECT max(seq) FROM log").fetchone()
+        return max(int(top or 0), self.indexed_seq)
+
+    def window_rows(
+        self, cutoff: float, chunk: int = 100_000
+    ) -> Iterator[list[tuple[str, float, float]]]:
+        """The logged events at or after `cutoff`, in arrival order, a chunk at a time."""
+        cursor = self._log.execute(
+            "SELECT user_id, ts, score FROM log WHERE ts >= ? ORDER BY seq", (cutoff,)
+        )
+        while rows := cursor.fetchmany(chunk):
+            yield rows
+
+    def logged_event_ids(self) -> list[str]:
+        return [
+            r[0] for r in self._log.execute("SELECT event_id FROM log WHERE event_id IS NOT NULL")
+        ]
+
+    # -- writer thread -------------------------------------------------------------------
+
+    def append(
+        self,
+        first_seq: int,
+        rows_json: bytes,
+        model_id: int,
+        late: int,
+        duplicates: int,
+        stream_time: float,
+        count: int,
+    ) -> None:
+        """Append rows `[[user_id, ts, score, event_id, features], ...]` and fsync, or raise."""
+        try:
+            self._log.execute("BEGIN")
+            try:
+                if count:
+                    self._log.execute(APPEND, (first_seq, model_id, rows_json))
+                self._log.execute(COUNT, (count, late, duplicates, stream_time))
+                self._log.execute("COMMIT")
+            except BaseException:
+                self._log.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"event log write failed: {exc}") from exc
+
+    def truncate_log(self, up_to_seq: int) -> None:
+        """Forget logged events at or below `up_to_seq` (they are indexed and out of the window)."""
+        try:
+            self._log.execute("DELETE FROM log WHERE seq <= ?", (min(up_to_seq, self.indexed_seq),))
+        except sqlite3.Error as exc:  # the next truncation retries; the log only grows meanwhile
+            log.warning("event log truncation failed: %s", exc)
+
+    # -- indexer thread ------------------------------------------------------------------
+
+    def index_pending(self) -> int:
+        """Move the next chunk of logged events into `history`; returns how many moved."""
+        conn = self._main
+        conn.execute("BEGIN")
+        try:
+            (top,) = conn.execute("SELECT max(seq) FROM ingest.log").fetchone()
+            low = self.indexed_seq
+            high = min(int(top or 0), low + self.index_chunk)
+            if high <= low:
+                conn.execute("COMMIT")
+                return 0
+            conn.execute(MOVE, (low, high))
+            conn.execute("UPDATE meta SET value=? WHERE key='indexed_seq'", (high,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.indexed_seq = high
+        return high - low
+
+    # -- readers (any thread) -------------------------------------------------------------
+
+    def history(
+        self, user_id: str, since: float, until: float, after: tuple[float, int], limit: int
+    ) -> list[list[float]]:
+        """`[[ts, score, seq], ...]` for one user, ordered by (ts, seq), strictly after `after`."""
+        conn = self._reader()
+        (text,) = conn.execute(
+            HISTORY, (user_id, since, until, after[0], after[1], limit)
+        ).fetchone()
+        return msgspec.json.decode(text) if text else []
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._readers, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
+            conn.execute("PRAGMA query_only=1")
+            self._readers.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+        self._main.close()
+        self._log.close()
