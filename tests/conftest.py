@@ -93,6 +93,14 @@ def server(server_factory) -> Server:  # type: ignore[no-untyped-def]
     return server_factory()
 
 
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server shared by a module's tests: they must not depend on each other's events."""
+    server = Server(tmp_path_factory.mktemp("module")).start()
+    yield server
+    server.stop()
+
+
 def wait_until(check, timeout: float = 15.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
     """Poll `check()` until it returns a truthy value; history trails acks by the index interval."""
     deadline = time.monotonic() + timeout

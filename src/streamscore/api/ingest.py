@@ -19,6 +19,7 @@ from streamscore.batch import EventBatch, IngestResult, Rejection
 from streamscore.ingest.decode import BodyError
 from streamscore.ingest.validate import validate
 from streamscore.pipeline.admission import Overloaded
+from streamscore.score.scorer import ScoringFailed
 from streamscore.service import Service
 from streamscore.store.sqlite import StoreUnavailable
 
@@ -96,6 +97,9 @@ async def ingest(request: Request, service: Service) -> Response:
     except (Overloaded, StoreUnavailable) as exc:
         extra = {"processed": tally.processed} if tally.processed else {}
         return error(503, str(exc), **extra)
+    except ScoringFailed as exc:
+        extra = {"processed": tally.processed} if tally.processed else {}
+        return error(500, str(exc), **extra)
     finally:
         service.counters.rejected += tally.rejected
     service.counters.ingest_requests += 1

@@ -28,7 +28,7 @@ import numpy as np
 from streamscore.batch import EventBatch, IngestResult
 from streamscore.ingest.dedupe import EventIdDeduper
 from streamscore.pipeline.admission import Admission
-from streamscore.score.scorer import Scorer
+from streamscore.score.scorer import Scorer, ScoringFailed
 from streamscore.stats.counters import Counters
 from streamscore.store.sqlite import SQLiteStore, StoreUnavailable
 from streamscore.windows.rolling_median import RollingMedians
@@ -119,9 +119,10 @@ class Pipeline:
             if jobs:
                 try:
                     self._to_write.put(self._score(jobs))
-                except Exception as exc:  # a broken model must fail requests, not the thread
-                    log.exception("scoring failed")
+                except ScoringFailed as exc:  # fail the requests, keep the thread
+                    log.error("scoring failed: %s", exc)
                     for job in jobs:
+                        self.deduper.release(job.batch.event_ids)
                         _resolve(job, exc)
             if stop:
                 self._to_write.put(_STOP)
@@ -147,7 +148,12 @@ class Pipeline:
             groups, stop = _drain(self._to_write, None)
             scored = [s for group in groups for s in group]
             if scored:
-                self._commit(scored)
+                try:
+                    self._commit(scored)
+                except Exception as exc:  # a bug here must fail requests, not stop the writer
+                    log.exception("commit failed")
+                    for s in scored:
+                        _resolve(s.job, exc)
             if stop:
                 return
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ class ModelLoadError(ValueError):
 class LoadedModel:
     module: nn.Module
     n_features: int
-    version: str  # "<file name>@<sha256 prefix>": ties every stored score to the exact weights
+    version: str  # "<file name>@<weights sha256 prefix>": ties stored scores to exact weights
 
 
 def create_model(path: Path, n_features: int = 3, seed: int = DEMO_SEED) -> Path:
@@ -57,16 +58,29 @@ def create_model(path: Path, n_features: int = 3, seed: int = DEMO_SEED) -> Path
 
 def load_model(path: Path) -> LoadedModel:
     """Load a state_dict (weights only) or a TorchScript file, in eval mode."""
-    data = path.read_bytes()
-    version = f"{path.name}@{hashlib.sha256(data).hexdigest()[:12]}"
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError) as state_error:
-        module, n_features = _load_torchscript(path, state_error)
+    if _is_torchscript(path):
+        module, n_features = _load_torchscript(path)
     else:
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+            raise ModelLoadError(
+                f"refusing to load {path}: not a weights-only state_dict ({_first_line(exc)}) "
+                "and not TorchScript"
+            ) from None
         module, n_features = _from_state_dict(state)
     module.eval()
+    version = f"{path.name}@{_weights_digest(module)}"
     return LoadedModel(module=module, n_features=n_features, version=version)
+
+
+def _weights_digest(module: nn.Module) -> str:
+    """Hash of the weights themselves, so the same weights give the same version in any file."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 def _from_state_dict(state: object) -> tuple[nn.Module, int]:
@@ -87,14 +101,19 @@ def _from_state_dict(state: object) -> tuple[nn.Module, int]:
     return module, n_features
 
 
-def _load_torchscript(path: Path, state_error: Exception) -> tuple[nn.Module, int]:
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives carry compiled code; state_dict archives carry only data."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name or name.endswith("constants.pkl") for name in archive.namelist())
+
+
+def _load_torchscript(path: Path) -> tuple[nn.Module, int]:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:  # torch raises assorted types for non-TorchScript files
-        raise ModelLoadError(
-            f"refusing to load {path}: not a weights-only state_dict ({_first_line(state_error)}) "
-            f"and not TorchScript ({_first_line(exc)})"
-        ) from None
+    except RuntimeError as exc:
+        raise ModelLoadError(f"refusing to load {path}: broken TorchScript ({_first_line(exc)})") from None
     n_features = _infer_n_features(module)
     probe = module(torch.zeros(2, n_features))
     if probe.reshape(-1).shape != (2,):
