@@ -80,7 +80,10 @@ def check_against_oracle(client: httpx.Client, oracle: Oracle, users: list[str])
         assert body["window_end"] == oracle.stream_time
         assert body["window_start"] == oracle.stream_time - WINDOW
         want = oracle.history(user)
-        pages = wait_until(lambda u=user, n=len(want): [h] if len(h := history(client, u, 7)) >= n else None)
+        expected_rows = len(want)
+        pages = wait_until(
+            lambda u=user, n=expected_rows: [h] if len(h := history(client, u, 7)) >= n else None
+        )
         got = pages[0] if pages else history(client, user, 7)
         assert [t for t, _ in got] == [t for t, _ in want]
         assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-5, abs=1e-6)

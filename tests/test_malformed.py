@@ -47,7 +47,9 @@ def test_each_bad_event_is_rejected_with_its_index_and_reason(server: Server, nd
     with server.client() as client:
         if ndjson:
             body = b"\n".join(msgspec.json.encode(e) for e in events)
-            r = client.post("/ingest", content=body, headers={"content-type": "application/x-ndjson"})
+            r = client.post(
+                "/ingest", content=body, headers={"content-type": "application/x-ndjson"}
+            )
         else:
             r = client.post("/ingest", json={"events": events})
         assert r.status_code == 200, r.text
@@ -72,7 +74,7 @@ BAD_BODIES = [
     (b'{"evnts": []}', "application/json", 400, '"events" list'),
     (b'{"events": [NaN]}', "application/json", 400, "not valid JSON"),
     (b"\xff\xfe{}", "application/json", 400, "not valid JSON"),
-    (b'[' * 5000 + b']' * 5000, "application/json", 400, ""),
+    (b"[" * 5000 + b"]" * 5000, "application/json", 400, ""),
     (b"user_id=u", "application/x-www-form-urlencoded", 415, "unsupported content type"),
     (b"{}", "text/plain", 415, "unsupported content type"),
 ]

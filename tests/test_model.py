@@ -92,9 +92,21 @@ def test_serve_refuses_a_pickle_with_a_clear_error(tmp_path: Path) -> None:
     plain = tmp_path / "evil.pkl"
     plain.write_bytes(pickle.dumps({"a": 1}))
     result = subprocess.run(
-        [sys.executable, "-m", "streamscore", "serve", "--model", str(plain),
-         "--store", f"sqlite:///{tmp_path / 'e.db'}", "--port", "0"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "streamscore",
+            "serve",
+            "--model",
+            str(plain),
+            "--store",
+            f"sqlite:///{tmp_path / 'e.db'}",
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert "refusing to load" in result.stderr

@@ -72,10 +72,17 @@ class Service:
         self.counters.late = int(saved["late"])
         self.counters.duplicates = int(saved["duplicates"])
         self.clock.time = max(self.clock.time, float(saved["stream_time"]))
-        for rows in self.store.window_rows(self.clock.cutoff):
-            users, ts, scores = zip(*rows, strict=True)
-            self.windows.insert(list(users), np.array(ts), np.array(scores, dtype=np.float32))
-        self.deduper.load(self.store.logged_event_ids(), self.clock.time)
+        cutoff = self.clock.cutoff
+        for rows in self.store.logged_events():
+            users, ts, scores, event_ids = zip(*rows, strict=True)
+            stamps = np.array(ts, dtype=np.float64)
+            live = stamps >= cutoff
+            self.windows.insert(
+                [u for u, k in zip(users, live, strict=True) if k],
+                stamps[live],
+                np.array(scores, dtype=np.float32)[live],
+            )
+            self.deduper.load([e for e in event_ids if e is not None], self.clock.time)
         return time.perf_counter() - started
 
     def start(self) -> None:

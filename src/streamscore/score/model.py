@@ -106,14 +106,18 @@ def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
-        return any("/code/" in name or name.endswith("constants.pkl") for name in archive.namelist())
+        return any(
+            "/code/" in name or name.endswith("constants.pkl") for name in archive.namelist()
+        )
 
 
 def _load_torchscript(path: Path) -> tuple[nn.Module, int]:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as exc:
-        raise ModelLoadError(f"refusing to load {path}: broken TorchScript ({_first_line(exc)})") from None
+        raise ModelLoadError(
+            f"refusing to load {path}: broken TorchScript ({_first_line(exc)})"
+        ) from None
     n_features = _infer_n_features(module)
     probe = module(torch.zeros(2, n_features))
     if probe.reshape(-1).shape != (2,):

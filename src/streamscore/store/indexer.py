@@ -41,5 +41,5 @@ class Indexer:
             except Exception as exc:  # keep indexing alive through transient store errors
                 log.error("indexing failed, retrying: %s", exc)
                 moved = 0
-            if moved < self.store.index_chunk:
+            if moved < self.store.index_chunk // 2:  # caught up: let the log fill
                 self._stop.wait(self.interval)

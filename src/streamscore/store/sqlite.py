@@ -1,16 +1,17 @@
 """The embedded store: two SQLite files, so acknowledging and indexing never wait on each other.
 
-`events.ingest.db` is the durable log. The writer appends each group commit to `log` in one
-statement and fsyncs (synchronous=FULL) before any request of the group is acknowledged. The log
-keeps the events of the current window (and the dedupe horizon), which is all a restart needs.
+`events.ingest.db` is the durable log. Each group commit is one row of `batches` holding its
+events as a JSON array, written and fsynced (synchronous=FULL) before any request of the group
+is acknowledged: the ack path pays for one row, whatever the batch size. The log keeps the
+batches of the current window (and the dedupe horizon), which is all a restart needs.
 
-`events.db` is the history. An indexer thread copies acknowledged log rows into `history`, a
-WITHOUT ROWID table clustered by (user_id, ts, seq), in large sorted chunks off the ack path.
-History lags acknowledgement by about `index_interval`.
+`events.db` is the history. An indexer thread expands logged batches into `history`, a WITHOUT
+ROWID table clustered by (user_id, ts, seq), in large sorted chunks, off the ack path; history
+trails acknowledgement by about `index_interval`.
 
-Every statement on the hot paths moves whole batches inside SQLite (`json_each` on insert,
-one concatenated JSON text on read): one `sqlite3_step` per batch instead of one per row, which matters
-because Python's sqlite3 drops and retakes the GIL at every step.
+Every statement on the hot paths handles whole batches inside SQLite (`json_each` to expand,
+one concatenated JSON text to read): one `sqlite3_step` per batch instead of one per row, which
+matters because Python's sqlite3 drops and retakes the GIL at every step.
 """
 
 from __future__ import annotations
@@ -53,24 +54,18 @@ INSERT OR IGNORE INTO meta VALUES ('schema_version', 1), ('indexed_seq', 0);
 """
 
 LOG_SCHEMA = """
-CREATE TABLE IF NOT EXISTS log (
-    seq      INTEGER PRIMARY KEY,
-    user_id  TEXT    NOT NULL,
-    ts       REAL    NOT NULL,
-    score    REAL    NOT NULL,
-    event_id TEXT,
-    model_id INTEGER NOT NULL,
-    features TEXT    NOT NULL
+CREATE TABLE IF NOT EXISTS batches (
+    first_seq INTEGER PRIMARY KEY,  -- event i of the batch has seq first_seq + i
+    count     INTEGER NOT NULL,
+    model_id  INTEGER NOT NULL,
+    events    TEXT    NOT NULL      -- [[user_id, ts, score, event_id, features], ...]
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value NOT NULL);
 INSERT OR IGNORE INTO counters VALUES
     ('events', 0), ('late', 0), ('duplicates', 0), ('stream_time', -1e300);
 """
 
-APPEND = """
-INSERT INTO log (seq, user_id, ts, score, event_id, model_id, features)
-SELECT ?1 + key, value->>0, value->>1, value->>2, value->>3, ?2, value->>4 FROM json_each(?3)
-"""
+APPEND = "INSERT INTO batches (first_seq, count, model_id, events) VALUES (?, ?, ?, ?)"
 
 COUNT = """
 UPDATE counters SET value = CASE name
@@ -83,8 +78,17 @@ END
 
 MOVE = """
 INSERT OR IGNORE INTO main.history (user_id, ts, seq, score, event_id, model_id, features)
-SELECT user_id, ts, seq, score, event_id, model_id, features FROM ingest.log
-WHERE seq > ?1 AND seq <= ?2 ORDER BY user_id, ts, seq
+SELECT e.value->>0, e.value->>1, b.first_seq + e.key, e.value->>2, e.value->>3, b.model_id,
+       e.value->>4
+FROM ingest.batches AS b, json_each(b.events) AS e
+WHERE b.first_seq > ?1 AND b.first_seq <= ?2
+ORDER BY 1, 2, 3
+"""
+
+LOGGED = """
+SELECT e.value->>0, e.value->>1, e.value->>2, e.value->>3
+FROM batches AS b, json_each(b.events) AS e
+ORDER BY b.first_seq, e.key
 """
 
 HISTORY = """
@@ -165,30 +169,25 @@ class SQLiteStore:
         }
 
     def last_seq(self) -> int:
-        (top,) = self._log.execute("SELECT max(seq) FROM log").fetchone()
-        return max(int(top or 0), self.indexed_seq)
+        row = self._log.execute(
+            "SELECT first_seq + count - 1 FROM batches ORDER BY first_seq DESC LIMIT 1"
+        ).fetchone()
+        return max(int(row[0]) if row else 0, self.indexed_seq)
 
-    def window_rows(
-        self, cutoff: float, chunk: int = 100_000
-    ) -> Iterator[list[tuple[str, float, float]]]:
-        """The logged events at or after `cutoff`, in arrival order, a chunk at a time."""
-        cursor = self._log.execute(
-            "SELECT user_id, ts, score FROM log WHERE ts >= ? ORDER BY seq", (cutoff,)
-        )
+    def logged_events(
+        self, chunk: int = 100_000
+    ) -> Iterator[list[tuple[str, float, float, str | None]]]:
+        """(user_id, ts, score, event_id) of every logged event, in arrival order, by chunks."""
+        cursor = self._log.execute(LOGGED)
         while rows := cursor.fetchmany(chunk):
             yield rows
-
-    def logged_event_ids(self) -> list[str]:
-        return [
-            r[0] for r in self._log.execute("SELECT event_id FROM log WHERE event_id IS NOT NULL")
-        ]
 
     # -- writer thread -------------------------------------------------------------------
 
     def append(
         self,
         first_seq: int,
-        rows_json: bytes,
+        events_json: bytes,
         model_id: int,
         late: int,
         duplicates: int,
@@ -200,7 +199,10 @@ class SQLiteStore:
             self._log.execute("BEGIN")
             try:
                 if count:
-                    self._log.execute(APPEND, (first_seq, model_id, rows_json))
+                    events = (
+                        events_json.decode()
+                    )  # TEXT, not BLOB: newer SQLite reads BLOB as JSONB
+                    self._log.execute(APPEND, (first_seq, count, model_id, events))
                 self._log.execute(COUNT, (count, late, duplicates, stream_time))
                 self._log.execute("COMMIT")
             except BaseException:
@@ -210,33 +212,45 @@ class SQLiteStore:
             raise StoreUnavailable(f"event log write failed: {exc}") from exc
 
     def truncate_log(self, up_to_seq: int) -> None:
-        """Forget logged events at or below `up_to_seq` (they are indexed and out of the window)."""
+        """Forget logged batches ending at or below `up_to_seq` once they are indexed."""
         try:
-            self._log.execute("DELETE FROM log WHERE seq <= ?", (min(up_to_seq, self.indexed_seq),))
+            self._log.execute(
+                "DELETE FROM batches WHERE first_seq + count - 1 <= ?",
+                (min(up_to_seq, self.indexed_seq),),
+            )
         except sqlite3.Error as exc:  # the next truncation retries; the log only grows meanwhile
             log.warning("event log truncation failed: %s", exc)
 
     # -- indexer thread ------------------------------------------------------------------
 
     def index_pending(self) -> int:
-        """Move the next chunk of logged events into `history`; returns how many moved."""
+        """Expand the next logged batches (about `index_chunk` events) into `history`."""
         conn = self._main
+        low = self.indexed_seq
         conn.execute("BEGIN")
         try:
-            (top,) = conn.execute("SELECT max(seq) FROM ingest.log").fetchone()
-            low = self.indexed_seq
-            high = min(int(top or 0), low + self.index_chunk)
-            if high <= low:
+            pending = conn.execute(
+                "SELECT first_seq, count FROM ingest.batches WHERE first_seq > ? "
+                "ORDER BY first_seq LIMIT 1000",
+                (low,),
+            ).fetchall()
+            if not pending:
                 conn.execute("COMMIT")
                 return 0
-            conn.execute(MOVE, (low, high))
+            moved, last_first, high = 0, low, low
+            for first_seq, count in pending:
+                if moved and moved + count > self.index_chunk:
+                    break
+                moved += count
+                last_first, high = first_seq, first_seq + count - 1
+            conn.execute(MOVE, (low, last_first))
             conn.execute("UPDATE meta SET value=? WHERE key='indexed_seq'", (high,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         self.indexed_seq = high
-        return high - low
+        return moved
 
     # -- readers (any thread) -------------------------------------------------------------
 
