@@ -7,8 +7,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
 from streamscore.config import Settings
 from streamscore.ingest.decode import EventDecoder
 from streamscore.ingest.dedupe import EventIdDeduper
@@ -73,16 +71,14 @@ class Service:
         self.counters.duplicates = int(saved["duplicates"])
         self.clock.time = max(self.clock.time, float(saved["stream_time"]))
         cutoff = self.clock.cutoff
-        for rows in self.store.logged_events():
-            users, ts, scores, event_ids = zip(*rows, strict=True)
-            stamps = np.array(ts, dtype=np.float64)
-            live = stamps >= cutoff
+        for batch in self.store.logged_batches():
+            live = batch.timestamps >= cutoff
             self.windows.insert(
-                [u for u, k in zip(users, live, strict=True) if k],
-                stamps[live],
-                np.array(scores, dtype=np.float32)[live],
+                [u for u, k in zip(batch.user_ids, live, strict=True) if k],
+                batch.timestamps[live],
+                batch.scores[live],
             )
-            self.deduper.load([e for e in event_ids if e is not None], self.clock.time)
+            self.deduper.load([e for e in batch.event_ids if e is not None], self.clock.time)
         return time.perf_counter() - started
 
     def start(self) -> None:

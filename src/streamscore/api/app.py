@@ -135,11 +135,13 @@ def create_app(settings: Settings) -> FastAPI:
                 "late_events": c.late,
                 "duplicate_events": c.duplicates,
                 "windowed_events": service.windows.events,
+                "window_bytes": service.windows.memory_bytes(),
                 "stream_time": clock.time if math.isfinite(clock.time) else None,
                 "window_seconds": clock.window,
                 "in_flight_events": service.admission.in_flight,
                 "model_version": service.scorer.version,
                 "uptime_seconds": time.time() - service.started_at,
+                "recovery_seconds": service.recovery_seconds,
             }
         )
 

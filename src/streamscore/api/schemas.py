@@ -64,11 +64,13 @@ class StatsResponse(BaseModel):
     late_events: int
     duplicate_events: int
     windowed_events: int
+    window_bytes: int = Field(description="memory held by the per-user window arrays")
     stream_time: float | None
     window_seconds: float
     in_flight_events: int
     model_version: str
     uptime_seconds: float
+    recovery_seconds: float = Field(description="time taken to rebuild the windows at start")
 
 
 class HealthResponse(BaseModel):

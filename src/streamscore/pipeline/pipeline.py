@@ -22,7 +22,6 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-import msgspec
 import numpy as np
 
 from streamscore.batch import EventBatch, IngestResult
@@ -30,6 +29,7 @@ from streamscore.ingest.dedupe import EventIdDeduper
 from streamscore.pipeline.admission import Admission
 from streamscore.score.scorer import Scorer, ScoringFailed
 from streamscore.stats.counters import Counters
+from streamscore.store import log_codec
 from streamscore.store.sqlite import SQLiteStore, StoreUnavailable
 from streamscore.windows.rolling_median import RollingMedians
 from streamscore.windows.stream_time import StreamClock
@@ -164,21 +164,12 @@ class Pipeline:
         n = len(batch)
         clock = StreamClock(self.clock.window, self.clock.time)
         late = clock.advance(batch.timestamps)
-        rows = msgspec.json.encode(
-            list(
-                zip(
-                    batch.user_ids,
-                    batch.timestamps.tolist(),
-                    scores.tolist(),
-                    batch.event_ids,
-                    batch.features.tolist(),
-                    strict=True,
-                )
-            )
+        events = log_codec.encode(
+            batch.user_ids, batch.event_ids, batch.timestamps, scores, batch.features
         )
         try:
             self.store.append(
-                self._next_seq, rows, self.model_id, int(late.sum()), duplicates, clock.time, n
+                self._next_seq, events, self.model_id, int(late.sum()), duplicates, clock.time, n
             )
         except StoreUnavailable as exc:
             log.error("store write failed; %d events not acknowledged: %s", n, exc)

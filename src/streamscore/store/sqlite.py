@@ -1,21 +1,22 @@
 """The embedded store: two SQLite files, so acknowledging and indexing never wait on each other.
 
-`events.ingest.db` is the durable log. Each group commit is one row of `batches` holding its
-events as a JSON array, written and fsynced (synchronous=FULL) before any request of the group
-is acknowledged: the ack path pays for one row, whatever the batch size. The log keeps the
-batches of the current window (and the dedupe horizon), which is all a restart needs.
+`events.ingest.db` is the durable log. Each group commit is one row of `batches` (its events in
+the compact `log_codec` format), written and fsynced (synchronous=FULL) before any request of
+the group is acknowledged: the ack path pays for one row, whatever the batch size. The log
+keeps the batches of the current window (and the dedupe horizon), which is all a restart needs.
 
 `events.db` is the history. An indexer thread expands logged batches into `history`, a WITHOUT
 ROWID table clustered by (user_id, ts, seq), in large sorted chunks, off the ack path; history
 trails acknowledgement by about `index_interval`.
 
-Every statement on the hot paths handles whole batches inside SQLite (`json_each` to expand,
-one concatenated JSON text to read): one `sqlite3_step` per batch instead of one per row, which
+Statements on the hot paths handle whole batches inside SQLite (`json_each` to expand, one
+concatenated JSON text to read): one `sqlite3_step` per batch instead of one per row, which
 matters because Python's sqlite3 drops and retakes the GIL at every step.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
 import threading
@@ -24,6 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+
+from streamscore.store import log_codec
+from streamscore.store.log_codec import LoggedBatch
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,7 @@ CREATE TABLE IF NOT EXISTS batches (
     first_seq INTEGER PRIMARY KEY,  -- event i of the batch has seq first_seq + i
     count     INTEGER NOT NULL,
     model_id  INTEGER NOT NULL,
-    events    TEXT    NOT NULL      -- [[user_id, ts, score, event_id, features], ...]
+    events    BLOB    NOT NULL      -- the batch in streamscore.store.log_codec format
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value NOT NULL);
 INSERT OR IGNORE INTO counters VALUES
@@ -78,17 +82,9 @@ END
 
 MOVE = """
 INSERT OR IGNORE INTO main.history (user_id, ts, seq, score, event_id, model_id, features)
-SELECT e.value->>0, e.value->>1, b.first_seq + e.key, e.value->>2, e.value->>3, b.model_id,
-       e.value->>4
-FROM ingest.batches AS b, json_each(b.events) AS e
-WHERE b.first_seq > ?1 AND b.first_seq <= ?2
+SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
+FROM json_each(?1)
 ORDER BY 1, 2, 3
-"""
-
-LOGGED = """
-SELECT e.value->>0, e.value->>1, e.value->>2, e.value->>3
-FROM batches AS b, json_each(b.events) AS e
-ORDER BY b.first_seq, e.key
 """
 
 HISTORY = """
@@ -98,6 +94,22 @@ SELECT '[' || group_concat(printf('[%!.17g,%!.17g,%d]', ts, score, seq), ',') ||
     ORDER BY ts, seq LIMIT ?6
 )
 """
+
+
+def _history_rows(first_seq: int, model_id: int, batch: LoggedBatch) -> bytes:
+    """`[user_id, ts, seq, score, event_id, model_id, features]` rows, as JSON without brackets."""
+    seqs = range(first_seq, first_seq + len(batch.user_ids))
+    rows = zip(
+        batch.user_ids,
+        batch.timestamps.tolist(),
+        seqs,
+        batch.scores.tolist(),
+        batch.event_ids,
+        itertools.repeat(model_id),
+        batch.features.tolist(),  # nested arrays: `->>` yields their JSON text
+        strict=False,
+    )
+    return msgspec.json.encode(list(rows))[1:-1]
 
 
 class StoreUnavailable(RuntimeError):
@@ -174,34 +186,28 @@ class SQLiteStore:
         ).fetchone()
         return max(int(row[0]) if row else 0, self.indexed_seq)
 
-    def logged_events(
-        self, chunk: int = 100_000
-    ) -> Iterator[list[tuple[str, float, float, str | None]]]:
-        """(user_id, ts, score, event_id) of every logged event, in arrival order, by chunks."""
-        cursor = self._log.execute(LOGGED)
-        while rows := cursor.fetchmany(chunk):
-            yield rows
+    def logged_batches(self) -> Iterator[LoggedBatch]:
+        """Every logged batch, in arrival order."""
+        for (blob,) in self._log.execute("SELECT events FROM batches ORDER BY first_seq"):
+            yield log_codec.decode(blob)
 
     # -- writer thread -------------------------------------------------------------------
 
     def append(
         self,
         first_seq: int,
-        events_json: bytes,
+        events: bytes,
         model_id: int,
         late: int,
         duplicates: int,
         stream_time: float,
         count: int,
     ) -> None:
-        """Append rows `[[user_id, ts, score, event_id, features], ...]` and fsync, or raise."""
+        """Log one batch (`log_codec` bytes) and fsync, or raise `StoreUnavailable`."""
         try:
             self._log.execute("BEGIN")
             try:
                 if count:
-                    events = (
-                        events_json.decode()
-                    )  # TEXT, not BLOB: newer SQLite reads BLOB as JSONB
                     self._log.execute(APPEND, (first_seq, count, model_id, events))
                 self._log.execute(COUNT, (count, late, duplicates, stream_time))
                 self._log.execute("COMMIT")
@@ -230,20 +236,21 @@ class SQLiteStore:
         conn.execute("BEGIN")
         try:
             pending = conn.execute(
-                "SELECT first_seq, count FROM ingest.batches WHERE first_seq > ? "
-                "ORDER BY first_seq LIMIT 1000",
+                "SELECT first_seq, count, model_id, events FROM ingest.batches "
+                "WHERE first_seq > ? ORDER BY first_seq LIMIT 1000",
                 (low,),
-            ).fetchall()
-            if not pending:
-                conn.execute("COMMIT")
-                return 0
-            moved, last_first, high = 0, low, low
-            for first_seq, count in pending:
+            )
+            moved, high, rows = 0, low, []
+            for first_seq, count, model_id, blob in pending:
                 if moved and moved + count > self.index_chunk:
                     break
                 moved += count
-                last_first, high = first_seq, first_seq + count - 1
-            conn.execute(MOVE, (low, last_first))
+                high = first_seq + count - 1
+                rows.append(_history_rows(first_seq, model_id, log_codec.decode(blob)))
+            if not rows:
+                conn.execute("COMMIT")
+                return 0
+            conn.execute(MOVE, (b"[" + b",".join(rows) + b"]",))
             conn.execute("UPDATE meta SET value=? WHERE key='indexed_seq'", (high,))
             conn.execute("COMMIT")
         except BaseException:

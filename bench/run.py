@@ -1,0 +1,424 @@
+"""The benchmark: one command, fresh stores, the real service driven by `streamscore generate`.
+
+    .venv/bin/python -m bench.run            # full run (~6 minutes), results in bench/results/
+    .venv/bin/python -m bench.run --smoke    # seconds; checks that every phase runs and reports
+
+Every phase reports against baselines measured in this same run (the machines are shared and
+noisy): the generator's ceiling against a server that discards bodies, and the HTTP + parse
+ceiling against a server that decodes, validates and drops events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import json
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamscore.store.sqlite import SQLiteStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A server subprocess on 127.0.0.1."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = [*args, "--port", str(self.port)]
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=out, cwd=ROOT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.args} exited; see {self.log}")
+            try:
+                if get(self.port, "/health")[0] == 200:
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.args} did not start; see {self.log}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(120)
+            self.proc = None
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise KeyError("VmRSS")
+
+    def stats(self) -> dict[str, Any]:
+        return json.loads(get(self.port, "/stats")[1])
+
+
+def get(port: int, path: str, conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        if own:
+            conn.close()
+
+
+def serve(store: Path, log: Path, *extra: str) -> Proc:
+    return Proc(
+        [sys.executable, "-m", "streamscore", "serve", "--store", f"sqlite:///{store}", *extra], log
+    ).start()
+
+
+def generate(url: str, seconds: float, rps: float = 0, **options: Any) -> dict[str, Any]:
+    args = [
+        sys.executable,
+        "-m",
+        "streamscore",
+        "generate",
+        "--url",
+        url,
+        "--json",
+        "--duration",
+        str(seconds),
+        "--rps",
+        str(rps),
+    ]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        args += [flag] if value is True else [flag, str(value)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def quantiles_ms(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "n": 0}
+    p50, p99 = np.quantile(np.asarray(samples) * 1000, [0.5, 0.99])
+    return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3), "n": len(samples)}
+
+
+def probe(port: int, path: Callable[[], str], stop: threading.Event) -> list[float]:
+    """Latencies of sequential GETs on one keep-alive connection until `stop`."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    samples = []
+    while not stop.is_set():
+        started = time.perf_counter()
+        status, _ = get(port, path(), conn)
+        samples.append(time.perf_counter() - started)
+        assert status == 200, status
+        time.sleep(0.002)
+    conn.close()
+    return samples
+
+
+def visibility(port: int, stop: threading.Event) -> list[float]:
+    """Seconds from a 200 on /ingest to the event's appearance in /history."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    samples = []
+    n = 0
+    while not stop.is_set():
+        user = f"probe-{n}"
+        n += 1
+        body = json.dumps(
+            {"events": [{"user_id": user, "timestamp": time.time(), "features": [0.1, 0.2, 0.3]}]}
+        )
+        conn.request("POST", "/ingest", body, {"content-type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        acked = time.perf_counter()
+        while True:
+            _, page = get(port, f"/users/{user}/history", conn)
+            if json.loads(page)["history"]:
+                samples.append(time.perf_counter() - acked)
+                break
+            time.sleep(0.005)
+        time.sleep(0.1)
+    conn.close()
+    return samples
+
+
+def run_with_probes(
+    port: int, probes: dict[str, Callable[[threading.Event], list[float]]], work: Callable[[], Any]
+) -> tuple[Any, dict[str, list[float]]]:
+    stop = threading.Event()
+    results: dict[str, list[float]] = {}
+    threads = [
+        threading.Thread(target=lambda k=k, f=f: results.__setitem__(k, f(stop)))
+        for k, f in probes.items()
+    ]
+    for t in threads:
+        t.start()
+    try:
+        outcome = work()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    return outcome, results
+
+
+def build_history_store(path: Path, events: int, per_user: int) -> float:
+    """A store of `events` history rows, `per_user` per user, written directly in key order."""
+    SQLiteStore(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("INSERT OR IGNORE INTO models (version, created_at) VALUES ('bench-synthetic', 0)")
+    (model_id,) = conn.execute(
+        "SELECT model_id FROM models WHERE version='bench-synthetic'"
+    ).fetchone()
+    started = time.perf_counter()
+    chunk = 2_000_000
+    base = time.time() - 86_400 * 30
+    for low in range(0, events, chunk):
+        high = min(events, low + chunk) - 1
+        conn.execute("BEGIN")
+        conn.execute(
+            """
+            WITH RECURSIVE c(x) AS (SELECT ?1 UNION ALL SELECT x + 1 FROM c WHERE x < ?2)
+            INSERT INTO history (user_id, ts, seq, score, event_id, model_id, features)
+            SELECT printf('hist-%07d', x / ?3), ?4 + (x % ?3) * 60.0, x + 1,
+                   (abs(random()) % 1000000) / 1e6, NULL, ?5, '[0.1,0.2,0.3]'
+            FROM c
+            """,
+            (low, high, per_user, base, model_id),
+        )
+        conn.execute("COMMIT")
+    conn.execute("UPDATE meta SET value=? WHERE key='indexed_seq'", (events,))
+    conn.close()
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny run: every phase, seconds each")
+    parser.add_argument("--seconds", type=float, default=30, help="throughput phase length")
+    parser.add_argument("--history-events", type=int, default=20_000_000)
+    parser.add_argument("--soak", type=float, default=0, help="also run a steady-rate soak")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.history_events = 2, 100_000
+    short = max(2.0, args.seconds / 3)
+    work = Path(tempfile.mkdtemp(prefix="streamscore-bench-"))
+    log = work / "servers.log"
+    results: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": f"{subprocess.getoutput('nproc')} cores",
+        "smoke": args.smoke,
+    }
+    gen = {"batch_size": 500, "concurrency": 8, "users": 10_000}
+
+    def phase(name: str) -> None:
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+
+    # Baselines: generator ceiling, HTTP + parse ceiling.
+    for mode in ("discard", "parse"):
+        phase(f"baseline {mode}")
+        base = Proc([sys.executable, "-m", "bench.baseline", mode], log).start()
+        results[f"baseline_{mode}_eps"] = generate(base.url, short, **gen)["events_per_second"]
+        base.stop()
+
+    # 1. Sustained durable throughput, JSON then NDJSON, on a fresh store.
+    phase("throughput")
+    server = serve(work / "tp" / "events.db", log)
+    generate(server.url, 2, **gen)  # warm-up: kernels compiled, caches filled
+    json_run = generate(server.url, args.seconds, **gen)
+    ndjson_run = generate(server.url, args.seconds, ndjson=True, **gen)
+    results["throughput"] = {
+        "json_eps": json_run["events_per_second"],
+        "json_errors": json_run["errors"],
+        "ndjson_eps": ndjson_run["events_per_second"],
+        "ndjson_errors": ndjson_run["errors"],
+        "json_vs_parse_ceiling": round(
+            json_run["events_per_second"] / results["baseline_parse_eps"], 3
+        ),
+    }
+
+    # 2-4. Half the peak rate: ingest latency, median latency, ack-to-history visibility.
+    phase("half rate")
+    half = json_run["events_per_second"] / 2
+    users = [f"user-{i}" for i in range(gen["users"])]
+    run, probes = run_with_probes(
+        server.port,
+        {
+            "median": lambda stop: probe(
+                server.port, lambda: f"/users/{random.choice(users)}/median", stop
+            ),
+            "visibility": lambda stop: visibility(server.port, stop),
+        },
+        lambda: generate(server.url, max(short, 5), rps=half, **gen),
+    )
+    results["half_rate"] = {
+        "target_eps": round(half),
+        "achieved_eps": run["events_per_second"],
+        "ingest_p50_ms": round(run["latency_seconds"]["p50"] * 1000, 2),
+        "ingest_p99_ms": round(run["latency_seconds"]["p99"] * 1000, 2),
+        "median": quantiles_ms(probes["median"]),
+        "visible_in_history": quantiles_ms(probes["visibility"]),
+    }
+    server.stop()
+
+    # 5. History of one user (~500 rows) on a large store.
+    phase(f"history on {args.history_events:,} events")
+    per_user = 500
+    build_seconds = build_history_store(work / "hist" / "events.db", args.history_events, per_user)
+    server = serve(work / "hist" / "events.db", log)
+    n_users = args.history_events // per_user
+    _, probes = run_with_probes(
+        server.port,
+        {
+            "history": lambda stop: probe(
+                server.port,
+                lambda: f"/users/hist-{random.randrange(n_users):07d}/history?limit=500",
+                stop,
+            )
+        },
+        lambda: time.sleep(short),
+    )
+    results["history"] = {
+        "store_events": args.history_events,
+        "rows_per_query": per_user,
+        "store_build_seconds": round(build_seconds, 1),
+        **quantiles_ms(probes["history"]),
+    }
+    server.stop()
+
+    # 6-7. Memory per windowed event with 10k and 100k users; restart time.
+    for users_n in (10_000, 100_000):
+        phase(f"memory, {users_n:,} users")
+        store = work / f"mem{users_n}" / "events.db"
+        server = serve(store, log)
+        generate(server.url, 1, **{**gen, "users": users_n})
+        before = server.rss_mb()
+        baseline_events = server.stats()["windowed_events"]
+        generate(server.url, args.seconds, **{**gen, "users": users_n})
+        stats = server.stats()
+        after = server.rss_mb()
+        live = stats["windowed_events"] - baseline_events
+        server.stop()
+        started = time.perf_counter()
+        server = serve(store, log)
+        restart = time.perf_counter() - started
+        recovered = server.stats()
+        server.stop()
+        results[f"memory_{users_n}_users"] = {
+            "windowed_events": stats["windowed_events"],
+            "rss_mb": round(after, 1),
+            "rss_bytes_per_windowed_event": round((after - before) * 2**20 / max(live, 1), 1),
+            "window_bytes_per_windowed_event": round(
+                stats["window_bytes"] / max(stats["windowed_events"], 1), 1
+            ),
+            "restart_seconds_to_ready": round(restart, 2),
+            "recovery_seconds": round(recovered["recovery_seconds"], 2),
+            "medians_equal_after_restart": recovered["median_of_medians"]
+            == stats["median_of_medians"],
+        }
+
+    if args.soak:
+        phase(f"soak {args.soak:.0f} s")
+        server = serve(work / "soak" / "events.db", log, "--window", "30")
+        samples: list[tuple[float, float]] = []
+        stop = threading.Event()
+
+        def sample(_: threading.Event) -> list[float]:
+            while not stop.wait(5):
+                samples.append((time.monotonic(), server.rss_mb()))
+            return []
+
+        run, _ = run_with_probes(
+            server.port, {"rss": sample}, lambda: generate(server.url, args.soak, rps=half, **gen)
+        )
+        stop.set()
+        steady = [rss for t, rss in samples if t - samples[0][0] > 60]
+        results["soak"] = {
+            "seconds": args.soak,
+            "eps": run["events_per_second"],
+            "rss_mb_first_after_60s": round(steady[0], 1) if steady else None,
+            "rss_mb_max_after_60s": round(max(steady), 1) if steady else None,
+            "rss_mb_last": round(samples[-1][1], 1) if samples else None,
+        }
+        server.stop()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "smoke.json" if args.smoke else f"bench-{results['date'][:10]}.json"
+    (args.out / name).write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    print(table(results))
+    return 0
+
+
+def table(r: dict[str, Any]) -> str:
+    tp, hr, hist = r["throughput"], r["half_rate"], r["history"]
+    m10, m100 = r["memory_10000_users"], r["memory_100000_users"]
+    rows = [
+        ("generator ceiling (discarding server)", f"{r['baseline_discard_eps']:,.0f} events/s"),
+        ("HTTP + parse ceiling", f"{r['baseline_parse_eps']:,.0f} events/s"),
+        (
+            "durable ingest, JSON 500/batch",
+            f"{tp['json_eps']:,.0f} events/s ({tp['json_vs_parse_ceiling']:.0%} of parse ceiling)",
+        ),
+        ("durable ingest, NDJSON", f"{tp['ndjson_eps']:,.0f} events/s"),
+        (
+            "ingest latency at half peak",
+            f"p50 {hr['ingest_p50_ms']} ms, p99 {hr['ingest_p99_ms']} ms",
+        ),
+        (
+            "median query at half peak",
+            f"p50 {hr['median']['p50_ms']} ms, p99 {hr['median']['p99_ms']} ms",
+        ),
+        (
+            "ack to visible in history",
+            f"p50 {hr['visible_in_history']['p50_ms']} ms, p99 {hr['visible_in_history']['p99_ms']} ms",
+        ),
+        (
+            f"history, 500 rows, {hist['store_events']:,}-event store",
+            f"p50 {hist['p50_ms']} ms, p99 {hist['p99_ms']} ms",
+        ),
+        (
+            "RSS / windowed event, 10k users",
+            f"{m10['rss_bytes_per_windowed_event']} B (window arrays {m10['window_bytes_per_windowed_event']} B)",
+        ),
+        (
+            "RSS / windowed event, 100k users",
+            f"{m100['rss_bytes_per_windowed_event']} B (window arrays {m100['window_bytes_per_windowed_event']} B)",
+        ),
+        (
+            "restart, 100k users",
+            f"{m100['restart_seconds_to_ready']} s to ready ({m100['recovery_seconds']} s rebuilding {m100['windowed_events']:,} events)",
+        ),
+    ]
+    width = max(len(a) for a, _ in rows)
+    return "\n".join(f"| {a:<{width}} | {b} |" for a, b in rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
