@@ -235,7 +235,7 @@ def main() -> int:
         "machine": f"{subprocess.getoutput('nproc')} cores",
         "smoke": args.smoke,
     }
-    gen = {"batch_size": 500, "concurrency": 8, "users": 10_000}
+    gen = {"batch_size": 500, "concurrency": 16, "users": 10_000}
 
     def phase(name: str) -> None:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)

@@ -69,6 +69,13 @@ class Settings:
         default=0.2,
         metadata={"help": "seconds between moves of acknowledged events into the history index"},
     )
+    max_index_lag: int = field(
+        default=500_000,
+        metadata={
+            "help": "most acknowledged events not yet in the history index; ingest waits "
+            "beyond it, so history stays fresh under sustained load"
+        },
+    )
     torch_threads: int = field(
         default=1, metadata={"help": "intra-op threads for inference (1 is best on 2 cores)"}
     )

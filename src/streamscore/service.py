@@ -50,6 +50,7 @@ class Service:
             self.model_id,
             settings.max_batch,
             self.admission,
+            settings.max_index_lag,
         )
         self.indexer = Indexer(self.store, settings.index_interval)
 

@@ -67,6 +67,7 @@ class Pipeline:
         model_id: int,
         max_batch: int,
         admission: Admission,
+        max_index_lag: int,
     ) -> None:
         self.scorer = scorer
         self.store = store
@@ -77,6 +78,7 @@ class Pipeline:
         self.model_id = model_id
         self.max_batch = max_batch
         self.admission = admission
+        self.max_index_lag = max_index_lag
         self.retention = max(clock.window, deduper.horizon)
         self._to_score: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._to_write: queue.SimpleQueue[_Scored | object] = queue.SimpleQueue()
@@ -157,7 +159,17 @@ class Pipeline:
             if stop:
                 return
 
+    def _wait_for_indexer(self) -> None:
+        """Hold commits while the history index trails by more than `max_index_lag` events.
+
+        The wait backs up into admission, which answers 503 once `max_wait` passes: ingest
+        slows to what can be indexed instead of letting history fall minutes behind.
+        """
+        while self._next_seq - 1 - self.store.indexed_seq > self.max_index_lag:
+            time.sleep(0.005)
+
     def _commit(self, scored: list[_Scored]) -> None:
+        self._wait_for_indexer()
         batch = EventBatch.concat([s.kept for s in scored])
         scores = np.concatenate([s.scores for s in scored])
         duplicates = sum(s.duplicates for s in scored)
