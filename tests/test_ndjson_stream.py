@@ -46,7 +46,7 @@ def post(client: httpx.Client, lines: int, start: float) -> int:
 
 def test_long_chunked_ndjson_body(server_factory) -> None:  # type: ignore[no-untyped-def]
     # Indexing is held off so the page cache of the history index does not blur the measurement.
-    server = server_factory(index_interval=3600)
+    server = server_factory(index_interval=3600, max_index_lag=10_000_000)
     pid = server.proc.pid
     start = time.time() - 30_000
     with server.client(timeout=300) as client:

@@ -47,6 +47,7 @@ class EventBatch:
 class Rejection:
     index: int
     error: str
+    raw: bytes = b""  # the event as received (possibly cut short), for the dead-letter store
 
 
 @dataclass(slots=True)

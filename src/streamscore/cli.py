@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from streamscore.config import Settings, env_name, from_env
+from streamscore.config import Settings, env_name, from_env, parse_bool
 
 log = logging.getLogger("streamscore")
 
@@ -22,6 +22,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     )
     for f in dataclasses.fields(Settings):
         kind = type(f.default) if f.default is not None else str
+        if kind is bool:
+            kind = parse_bool
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
             dest=f.name,
@@ -51,7 +53,9 @@ def serve(settings: Settings) -> None:
     # writer costs at most that long.
     sys.setswitchinterval(0.001)
     logs.configure(settings.log_level)
-    log.info("starting", extra={"settings": dataclasses.asdict(settings)})
+    shown = dataclasses.asdict(settings)
+    shown["api_keys"] = f"<{len(settings.api_keys.split(','))} keys>" if settings.api_keys else ""
+    log.info("starting", extra={"settings": shown})  # never the keys themselves
     app = create_app(settings)
     service = app.state.service
     log.info(
@@ -73,6 +77,7 @@ def serve(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
+        limit_concurrency=settings.max_connections,
     )
     uvicorn.Server(config).run()
     log.info("stopped")

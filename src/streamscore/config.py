@@ -65,6 +65,10 @@ class Settings:
     ndjson_chunk: int = field(
         default=4096, metadata={"help": "NDJSON lines decoded and submitted together"}
     )
+    store_timeout: float = field(
+        default=5.0,
+        metadata={"help": "seconds a write waits for a locked database before a 503"},
+    )
     index_interval: float = field(
         default=0.2,
         metadata={"help": "seconds between moves of acknowledged events into the history index"},
@@ -79,6 +83,35 @@ class Settings:
     torch_threads: int = field(
         default=1, metadata={"help": "intra-op threads for inference (1 is best on 2 cores)"}
     )
+    api_keys: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated API keys; when set, /ingest and admin endpoints "
+            "need `Authorization: Bearer KEY`"
+        },
+    )
+    api_key_file: str | None = field(
+        default=None, metadata={"help": "file with one API key per line (adds to --api-keys)"}
+    )
+    auth_reads: bool = field(
+        default=False, metadata={"help": "also require a key for read endpoints"}
+    )
+    rate_limit: float = field(
+        default=0.0, metadata={"help": "events per second per API key; 0 = unlimited"}
+    )
+    rate_burst: float = field(
+        default=0.0, metadata={"help": "token-bucket burst in events (default: one second)"}
+    )
+    dead_letter_limit: int = field(
+        default=100_000, metadata={"help": "rejected events kept for GET /dead-letters"}
+    )
+    max_connections: int = field(
+        default=1000, metadata={"help": "concurrent connections; more get 503 at once"}
+    )
+    body_timeout: float = field(
+        default=30.0,
+        metadata={"help": "seconds a request body may stall between chunks (408 after)"},
+    )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 
     @property
@@ -91,6 +124,15 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
 
 
 def env_name(name: str) -> str:
@@ -107,7 +149,7 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
             continue
         kind = type(f.default) if f.default is not None else str
         try:
-            values[f.name] = kind(raw)
+            values[f.name] = parse_bool(raw) if kind is bool else kind(raw)
         except ValueError as exc:
             raise ValueError(f"{env_name(f.name)}={raw!r}: {exc}") from None
     return values

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from streamscore.config import Settings
+from streamscore.ingest.dead_letters import DeadLetters
 from streamscore.ingest.decode import EventDecoder
 from streamscore.ingest.dedupe import EventIdDeduper
 from streamscore.pipeline.admission import Admission
@@ -32,7 +33,7 @@ class Service:
         model = load_model(self._model_path())
         self.scorer = Scorer(model, threads=settings.torch_threads)
         self.decoder = EventDecoder(model.n_features)
-        self.store = SQLiteStore(settings.sqlite_path)
+        self.store = SQLiteStore(settings.sqlite_path, timeout=settings.store_timeout)
         self.model_id = self.store.register_model(model.version)
         self.counters = Counters()
         self.clock = StreamClock(settings.window)
@@ -40,6 +41,10 @@ class Service:
         self.deduper = EventIdDeduper(max(settings.dedupe_horizon, settings.window))
         self.recovery_seconds = self._recover()
         self.admission = Admission(settings.max_in_flight, settings.max_wait)
+        self.dead_letters = DeadLetters()
+        self.indexer = Indexer(
+            self.store, settings.index_interval, self.dead_letters, settings.dead_letter_limit
+        )
         self.pipeline = Pipeline(
             self.scorer,
             self.store,
@@ -51,8 +56,8 @@ class Service:
             settings.max_batch,
             self.admission,
             settings.max_index_lag,
+            self.indexer.wake,
         )
-        self.indexer = Indexer(self.store, settings.index_interval)
 
     def _model_path(self) -> Path:
         if self.settings.model:

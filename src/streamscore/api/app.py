@@ -18,6 +18,7 @@ from starlette.responses import Response
 from streamscore import __version__
 from streamscore.api import ingest as ingest_route
 from streamscore.api import schemas
+from streamscore.api.auth import ApiKeys, RateLimits
 from streamscore.api.ingest import error, json_response
 from streamscore.config import Settings
 from streamscore.ingest.decode import event_type
@@ -50,23 +51,49 @@ def create_app(settings: Settings) -> FastAPI:
     def service_of(request: Request) -> Service:
         return request.app.state.service
 
+    keys = ApiKeys.from_settings(settings.api_keys, settings.api_key_file)
+    limits = RateLimits(settings.rate_limit, settings.rate_burst)
+
+    def authorize(request: Request, write: bool) -> str | Response:
+        """The caller's key id, or the 401 to answer; without configured keys, everyone."""
+        if not keys.enabled or not (write or settings.auth_reads):
+            return "anonymous"
+        key_id = keys.identify(request.headers.get("authorization"))
+        if key_id is None:
+            return json_response(
+                {"error": "missing or invalid API key: send Authorization: Bearer <key>"},
+                401,
+                {"WWW-Authenticate": "Bearer"},
+            )
+        return key_id
+
     @app.post(
         "/ingest",
         response_model=schemas.IngestResponse,
         responses={
             400: {"model": schemas.ErrorResponse, "description": "body unreadable; nothing stored"},
             413: {"model": schemas.ErrorResponse, "description": "body or event count too large"},
+            401: {"model": schemas.ErrorResponse, "description": "API key required"},
+            408: {"model": schemas.ErrorResponse, "description": "body stalled"},
             415: {"model": schemas.ErrorResponse, "description": "unsupported content type"},
+            429: {"model": schemas.ErrorResponse, "description": "rate limit of the key"},
             503: {"model": schemas.ErrorResponse, "description": "overloaded or store failing"},
         },
         openapi_extra={"requestBody": _ingest_request_body(built.scorer.n_features)},
         summary="Score and store events; 200 means every processed event is durable",
     )
     async def ingest(request: Request) -> Response:
-        return await ingest_route.ingest(request, service_of(request))
+        key_id = authorize(request, write=True)
+        if isinstance(key_id, Response):
+            return key_id
+        return await ingest_route.ingest(
+            request, service_of(request), lambda events: limits.take(key_id, events)
+        )
 
-    @app.get("/users/{user_id}/median", response_model=schemas.MedianResponse)
+    @app.get("/users/{user_id}/median", response_model=schemas.MedianResponse, responses=_READ)
     async def median(user_id: str, request: Request) -> Response:
+        if isinstance(denied := authorize(request, write=False), Response):
+            return denied
         service = service_of(request)
         service.counters.median_requests += 1
         value, count = service.windows.get(user_id)
@@ -85,7 +112,10 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get(
         "/users/{user_id}/history",
         response_model=schemas.HistoryResponse,
-        responses={400: {"model": schemas.ErrorResponse, "description": "invalid cursor"}},
+        responses={
+            400: {"model": schemas.ErrorResponse, "description": "invalid cursor"},
+            **_READ,
+        },
     )
     def history(
         user_id: str,
@@ -95,6 +125,8 @@ def create_app(settings: Settings) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=HISTORY_MAX_LIMIT)] = HISTORY_DEFAULT_LIMIT,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     ) -> Response:
+        if isinstance(denied := authorize(request, write=False), Response):
+            return denied
         service = service_of(request)
         service.counters.history_requests += 1
         try:
@@ -113,8 +145,10 @@ def create_app(settings: Settings) -> FastAPI:
             }
         )
 
-    @app.get("/stats", response_model=schemas.StatsResponse)
+    @app.get("/stats", response_model=schemas.StatsResponse, responses=_READ)
     async def stats(request: Request) -> Response:
+        if isinstance(denied := authorize(request, write=False), Response):
+            return denied
         service = service_of(request)
         c = service.counters
         medians = service.windows.medians()
@@ -145,6 +179,29 @@ def create_app(settings: Settings) -> FastAPI:
             }
         )
 
+    @app.get(
+        "/dead-letters",
+        response_model=schemas.DeadLettersResponse,
+        responses={401: {"model": schemas.ErrorResponse, "description": "API key required"}},
+        summary="Rejected events with their reason and raw bytes (newest kept, bounded)",
+    )
+    def dead_letters(
+        request: Request,
+        since: Annotated[float, Query(description="received at or after, UNIX s")] = 0.0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Response:
+        if isinstance(denied := authorize(request, write=True), Response):
+            return denied
+        rows = service_of(request).store.dead_letters(since, limit)
+        return json_response(
+            {
+                "dead_letters": [
+                    {"id": i, "received_at": at, "index": idx, "error": err, "raw": raw}
+                    for i, at, idx, err, raw in rows
+                ]
+            }
+        )
+
     @app.get("/health", response_model=schemas.HealthResponse)
     async def health() -> Response:
         return json_response({"status": "ok"})
@@ -152,12 +209,25 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+_READ: dict[int | str, dict[str, object]] = {
+    401: {"model": schemas.ErrorResponse, "description": "API key required (--auth-reads)"}
+}
+
+
 def _ingest_request_body(n_features: int) -> dict[str, object]:
     (_event,), components = msgspec.json.schema_components([event_type(n_features)])
+    event = components["Event"]
     envelope = {
         "type": "object",
         "required": ["events"],
-        "properties": {"events": {"type": "array", "items": components["Event"]}},
+        "properties": {
+            "events": {
+                "type": "array",
+                # Items are checked one by one: a bad event is rejected in the 200 response
+                # with its index and reason, never the whole request.
+                "items": {"description": "an event, see x-event", "x-event": event},
+            }
+        },
     }
     return {
         "required": True,

@@ -8,7 +8,9 @@ for two chunks only.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -32,6 +34,21 @@ class TooLarge(ValueError):
     """Answered with 413."""
 
 
+class RateLimited(RuntimeError):
+    """The key's token bucket is empty: 429 with Retry-After."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limit exceeded; retry in {retry_after:.2f} s")
+        self.retry_after = retry_after
+
+
+class BodyTimeout(TimeoutError):
+    """The client stopped sending its body: 408."""
+
+
+RateLimiter = Callable[[int], float]  # events -> seconds to wait (0: go)
+
+
 @dataclass
 class Tally:
     """What a request came to so far."""
@@ -41,9 +58,12 @@ class Tally:
     late: int = 0
     rejections: list[Rejection] = field(default_factory=list)
     rejected: int = 0
+    dead_letters: Callable[[list[Rejection]], None] | None = None
 
     def reject(self, rejections: list[Rejection]) -> None:
         self.rejected += len(rejections)
+        if self.dead_letters is not None and rejections:
+            self.dead_letters(rejections)
         room = MAX_LISTED_ERRORS - len(self.rejections)
         if room > 0:
             self.rejections.extend(rejections[:room])
@@ -70,20 +90,20 @@ def json_response(
     return Response(msgspec.json.encode(body), status, headers, media_type="application/json")
 
 
-def error(status: int, message: str, **extra: object) -> Response:
-    headers = {"Retry-After": "1"} if status in (429, 503) else None
+def error(status: int, message: str, retry_after: float = 1.0, **extra: object) -> Response:
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if status in (429, 503) else None
     return json_response({"error": message, **extra}, status, headers)
 
 
-async def ingest(request: Request, service: Service) -> Response:
+async def ingest(request: Request, service: Service, limiter: RateLimiter) -> Response:
     started = time.perf_counter()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    tally = Tally()
+    tally = Tally(dead_letters=service.dead_letters.add)
     try:
         if content_type in JSON_TYPES:
-            await _ingest_json(request, service, tally)
+            await _ingest_json(request, service, tally, limiter)
         elif content_type in NDJSON_TYPES:
-            await _ingest_ndjson(request, service, tally)
+            await _ingest_ndjson(request, service, tally, limiter)
         else:
             return error(
                 415,
@@ -94,6 +114,11 @@ async def ingest(request: Request, service: Service) -> Response:
         return error(400, str(exc))
     except TooLarge as exc:
         return error(413, str(exc))
+    except BodyTimeout as exc:
+        return error(408, str(exc))
+    except RateLimited as exc:
+        extra = {"processed": tally.processed} if tally.processed else {}
+        return error(429, str(exc), exc.retry_after, **extra)
     except (Overloaded, StoreUnavailable) as exc:
         extra = {"processed": tally.processed} if tally.processed else {}
         return error(503, str(exc), **extra)
@@ -108,22 +133,45 @@ async def ingest(request: Request, service: Service) -> Response:
 
 
 async def _submit(
-    service: Service, batch: EventBatch, rejections: list[Rejection], tally: Tally
+    service: Service,
+    batch: EventBatch,
+    rejections: list[Rejection],
+    tally: Tally,
+    limiter: RateLimiter,
 ) -> None:
     settings = service.settings
     batch, invalid = validate(batch, time.time(), settings.max_future_skew)
     tally.reject(sorted(rejections + invalid, key=lambda r: r.index))
+    wait = limiter(len(batch))
+    if wait > 0:
+        raise RateLimited(wait)
     tally.add(await service.pipeline.submit(batch))
 
 
-async def _ingest_json(request: Request, service: Service, tally: Tally) -> None:
+async def _chunks(request: Request, idle_timeout: float) -> AsyncIterator[bytes]:
+    """The body's chunks; a client silent for `idle_timeout` seconds gets a 408."""
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout):
+                chunk = await stream.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise BodyTimeout(f"no body bytes for {idle_timeout:g} s") from None
+        yield chunk
+
+
+async def _ingest_json(
+    request: Request, service: Service, tally: Tally, limiter: RateLimiter
+) -> None:
     limit = service.settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit; use NDJSON")
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in _chunks(request, service.settings.body_timeout):
         size += len(chunk)
         if size > limit:
             raise TooLarge(f"body exceeds the {limit}-byte limit; use NDJSON for long streams")
@@ -138,10 +186,12 @@ async def _ingest_json(request: Request, service: Service, tally: Tally) -> None
             f"{count} events exceed the limit of {service.settings.max_events_per_request} "
             "per JSON request; split it or use NDJSON"
         )
-    await _submit(service, batch, rejections, tally)
+    await _submit(service, batch, rejections, tally, limiter)
 
 
-async def _ingest_ndjson(request: Request, service: Service, tally: Tally) -> None:
+async def _ingest_ndjson(
+    request: Request, service: Service, tally: Tally, limiter: RateLimiter
+) -> None:
     settings = service.settings
     lines: list[bytes] = []
     rejections: list[Rejection] = []
@@ -163,9 +213,9 @@ async def _ingest_ndjson(request: Request, service: Service, tally: Tally) -> No
         if batch is None:
             tally.reject(pending)
         else:
-            in_flight = asyncio.ensure_future(_submit(service, batch, pending, tally))
+            in_flight = asyncio.ensure_future(_submit(service, batch, pending, tally, limiter))
 
-    async for chunk in request.stream():
+    async for chunk in _chunks(request, settings.body_timeout):
         parts = (tail + chunk).split(b"\n")
         tail = parts.pop()
         for part in parts:
@@ -176,7 +226,7 @@ async def _ingest_ndjson(request: Request, service: Service, tally: Tally) -> No
             if not line:
                 continue
             if len(line) > settings.max_line_bytes:
-                rejections.append(_overlong(next_index, settings.max_line_bytes))
+                rejections.append(_overlong(next_index, settings.max_line_bytes, line))
             else:
                 if not lines:
                     first_index = next_index
@@ -185,7 +235,7 @@ async def _ingest_ndjson(request: Request, service: Service, tally: Tally) -> No
             if len(lines) >= settings.ndjson_chunk:
                 await flush()
         if not skipping and len(tail) > settings.max_line_bytes:
-            rejections.append(_overlong(next_index, settings.max_line_bytes))
+            rejections.append(_overlong(next_index, settings.max_line_bytes, tail))
             next_index += 1
             tail = b""
             skipping = True
@@ -200,5 +250,5 @@ async def _ingest_ndjson(request: Request, service: Service, tally: Tally) -> No
     await flush()  # waits for the last chunk
 
 
-def _overlong(index: int, limit: int) -> Rejection:
-    return Rejection(index, f"line longer than {limit} bytes")
+def _overlong(index: int, limit: int, start: bytes) -> Rejection:
+    return Rejection(index, f"line longer than {limit} bytes", start[:1024])

@@ -73,5 +73,17 @@ class StatsResponse(BaseModel):
     recovery_seconds: float = Field(description="time taken to rebuild the windows at start")
 
 
+class DeadLetter(BaseModel):
+    id: int
+    received_at: float
+    index: int = Field(description="the event's position in its request")
+    error: str
+    raw: str = Field(description="the event as received, cut at 4 KiB")
+
+
+class DeadLettersResponse(BaseModel):
+    dead_letters: list[DeadLetter]
+
+
 class HealthResponse(BaseModel):
     status: str

@@ -89,7 +89,7 @@ class EventDecoder:
                 good.append(self._one.decode(raw))
                 positions.append(first_index + offset)
             except msgspec.DecodeError as exc:
-                rejected.append(Rejection(first_index + offset, _reason(exc)))
+                rejected.append(Rejection(first_index + offset, _reason(exc), bytes(raw)))
         return self._columns(good, np.asarray(positions, dtype=np.int64)), rejected
 
     def _columns(self, events: list[Any], index: np.ndarray | None) -> EventBatch:

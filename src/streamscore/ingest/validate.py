@@ -7,6 +7,7 @@ Features must survive the cast to float32, which the model consumes.
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 
 from streamscore.batch import EventBatch, Rejection
@@ -34,5 +35,11 @@ def validate(
             reason = f"timestamp is more than {max_future_skew:g} s ahead of the server clock"
         else:
             reason = "features must be finite numbers within float32 range"
-        rejections.append(Rejection(int(batch.index[pos]), reason))
+        event = {
+            "user_id": batch.user_ids[pos],
+            "timestamp": float(ts[pos]),
+            "features": batch.features[pos].tolist(),
+            "event_id": batch.event_ids[pos],
+        }
+        rejections.append(Rejection(int(batch.index[pos]), reason, msgspec.json.encode(event)))
     return batch.select(~bad), rejections

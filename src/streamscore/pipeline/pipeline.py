@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,7 @@ class Pipeline:
         max_batch: int,
         admission: Admission,
         max_index_lag: int,
+        wake_indexer: Callable[[], None],
     ) -> None:
         self.scorer = scorer
         self.store = store
@@ -79,6 +81,7 @@ class Pipeline:
         self.max_batch = max_batch
         self.admission = admission
         self.max_index_lag = max_index_lag
+        self.wake_indexer = wake_indexer
         self.retention = max(clock.window, deduper.horizon)
         self._to_score: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._to_write: queue.SimpleQueue[_Scored | object] = queue.SimpleQueue()
@@ -166,6 +169,7 @@ class Pipeline:
         slows to what can be indexed instead of letting history fall minutes behind.
         """
         while self._next_seq - 1 - self.store.indexed_seq > self.max_index_lag:
+            self.wake_indexer()
             time.sleep(0.005)
 
     def _commit(self, scored: list[_Scored]) -> None:

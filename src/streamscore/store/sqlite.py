@@ -54,6 +54,13 @@ CREATE VIEW IF NOT EXISTS events AS
     SELECT h.user_id, h.ts AS timestamp, h.score, h.event_id, m.version AS model_version,
            h.features, h.seq
     FROM history AS h JOIN models AS m USING (model_id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          INTEGER PRIMARY KEY,
+    received_at REAL    NOT NULL,
+    idx         INTEGER NOT NULL,    -- the event's index in its request
+    error       TEXT    NOT NULL,
+    raw         TEXT    NOT NULL     -- the event as received, cut at 4 KiB
+);
 INSERT OR IGNORE INTO meta VALUES ('schema_version', 1), ('indexed_seq', 0);
 """
 
@@ -120,8 +127,8 @@ class SchemaTooNew(RuntimeError):
     """The files were written by a newer streamscore; refusing to touch them."""
 
 
-def _connect(path: Path, *, cache_mb: int = 16) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+def _connect(path: Path, *, timeout: float, cache_mb: int = 16) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=timeout)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
@@ -131,15 +138,15 @@ def _connect(path: Path, *, cache_mb: int = 16) -> sqlite3.Connection:
 class SQLiteStore:
     """One writer thread appends, one indexer thread indexes, any thread reads history."""
 
-    def __init__(self, path: Path, index_chunk: int = 250_000) -> None:
+    def __init__(self, path: Path, index_chunk: int = 250_000, timeout: float = 5.0) -> None:
         self.path = path
         self.log_path = path.with_suffix(".ingest" + (path.suffix or ".db"))
         self.index_chunk = index_chunk
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._main = _connect(path, cache_mb=128)
+        self._main = _connect(path, timeout=timeout, cache_mb=128)
         self._check_schema(self._main)
         self._main.executescript(HISTORY_SCHEMA)
-        self._log = _connect(self.log_path)
+        self._log = _connect(self.log_path, timeout=timeout)
         self._log.executescript(LOG_SCHEMA)
         self._main.execute("ATTACH DATABASE ? AS ingest", (str(self.log_path),))
         self.indexed_seq = int(self._meta("indexed_seq"))
@@ -259,7 +266,35 @@ class SQLiteStore:
         self.indexed_seq = high
         return moved
 
+    def add_dead_letters(self, rows: list[tuple[float, int, str, str]], keep: int) -> None:
+        """Store rejected events and keep only the newest `keep`."""
+        conn = self._main
+        conn.execute("BEGIN")
+        try:
+            conn.executemany(
+                "INSERT INTO dead_letters (received_at, idx, error, raw) VALUES (?, ?, ?, ?)", rows
+            )
+            conn.execute(
+                "DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?",
+                (keep,),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
     # -- readers (any thread) -------------------------------------------------------------
+
+    def dead_letters(self, since: float, limit: int) -> list[tuple[int, float, int, str, str]]:
+        return (
+            self._reader()
+            .execute(
+                "SELECT id, received_at, idx, error, raw FROM dead_letters "
+                "WHERE received_at >= ? ORDER BY id LIMIT ?",
+                (since, limit),
+            )
+            .fetchall()
+        )
 
     def history(
         self, user_id: str, since: float, until: float, after: tuple[float, int], limit: int
