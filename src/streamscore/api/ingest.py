@@ -100,6 +100,7 @@ async def ingest(request: Request, service: Service, limiter: RateLimiter) -> Re
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     tally = Tally(dead_letters=service.dead_letters.add)
     try:
+        await service.admission.room()
         if content_type in JSON_TYPES:
             await _ingest_json(request, service, tally, limiter)
         elif content_type in NDJSON_TYPES:

@@ -79,7 +79,7 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
             seed=args.seed + i,
             event_ids=args.event_ids,
             run_id=run_id,
-            first_id=i << 40,
+            first_id=i * 10**10,  # ids have 12 digits: 100 processes of 10^10 events
         )
         proc = ctx.Process(target=_child, args=(spec, reports), daemon=True)
         proc.start()

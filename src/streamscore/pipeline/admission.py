@@ -8,6 +8,7 @@ so no request is refused forever.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 
 class Overloaded(RuntimeError):
@@ -31,19 +32,27 @@ class Admission:
         return self.in_flight == 0 or self.in_flight + n <= self.max_in_flight
 
     async def acquire(self, n: int) -> None:
-        if not self._fits(n):
-            changed = self._condition()
-            self._waiting += 1
-            try:
-                async with changed:
-                    await asyncio.wait_for(changed.wait_for(lambda: self._fits(n)), self.max_wait)
-            except TimeoutError:
-                raise Overloaded(
-                    f"{self.in_flight} events are waiting to be made durable; retry later"
-                ) from None
-            finally:
-                self._waiting -= 1
+        await self._wait_until(lambda: self._fits(n))
         self.in_flight += n
+
+    async def room(self) -> None:
+        """Wait for any room before reading a body, so overload is refused before it costs."""
+        await self._wait_until(lambda: self.in_flight < self.max_in_flight)
+
+    async def _wait_until(self, ready: Callable[[], bool]) -> None:
+        if ready():
+            return
+        changed = self._condition()
+        self._waiting += 1
+        try:
+            async with changed:
+                await asyncio.wait_for(changed.wait_for(ready), self.max_wait)
+        except TimeoutError:
+            raise Overloaded(
+                f"{self.in_flight} events are waiting to be made durable; retry later"
+            ) from None
+        finally:
+            self._waiting -= 1
 
     def release(self, n: int) -> None:
         self.in_flight -= n
