@@ -100,3 +100,17 @@ def test_stalled_body_gets_408_and_frees_the_connection(server_factory) -> None:
     assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
     with httpx.Client(base_url=server.url) as client:
         assert client.post("/ingest", json=batch(1)).status_code == 200
+
+
+def test_trickling_headers_are_cut_off(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(header_timeout=1)
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.settimeout(10)
+        started = time.monotonic()
+        s.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\n")  # ...and never the rest
+        assert s.recv(4096) == b""  # closed by the server
+        assert 0.5 < time.monotonic() - started < 5
+    with httpx.Client(base_url=server.url) as client:  # a normal client is unaffected
+        assert client.get("/health").status_code == 200
+        time.sleep(1.5)  # idle keep-alive is not cut by the header deadline
+        assert client.get("/health").status_code == 200

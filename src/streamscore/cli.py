@@ -48,6 +48,7 @@ def serve(settings: Settings) -> None:
 
     from streamscore import logs
     from streamscore.api.app import create_app
+    from streamscore.api.protocol import with_header_timeout
 
     # Threads hand the GIL over every 1 ms instead of 5: a median query waiting behind the
     # writer costs at most that long.
@@ -73,7 +74,7 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=with_header_timeout(settings.header_timeout),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,

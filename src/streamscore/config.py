@@ -108,6 +108,10 @@ class Settings:
     max_connections: int = field(
         default=1000, metadata={"help": "concurrent connections; more get 503 at once"}
     )
+    header_timeout: float = field(
+        default=10.0,
+        metadata={"help": "seconds a request may take to send its headers (closed after)"},
+    )
     body_timeout: float = field(
         default=30.0,
         metadata={"help": "seconds a request body may stall between chunks (408 after)"},
