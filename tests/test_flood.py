@@ -48,7 +48,7 @@ def generate(server: Server, seconds: float, *extra: str) -> dict:
 
 
 def test_flood_is_shed_without_losing_acknowledged_events(server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server = server_factory(max_in_flight=20_000, max_wait=0.05)
+    server = server_factory(max_in_flight=20_000, max_wait=0.01)
     capacity = generate(server, 3)["events_per_second"]
     record = tmp_path / "acks.jsonl"
     seconds = 30 if LONG else 8

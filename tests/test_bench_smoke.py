@@ -1,0 +1,32 @@
+"""The benchmark runs end to end and reports every figure (seconds-long smoke run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_smoke_reports_every_phase(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads((tmp_path / "smoke.json").read_text())
+    assert report["baseline_parse_eps"] > 0 and report["baseline_discard_eps"] > 0
+    assert report["throughput"]["json_eps"] > 0 and report["throughput"]["ndjson_eps"] > 0
+    assert report["half_rate"]["median"]["n"] > 0
+    assert report["half_rate"]["visible_in_history"]["n"] > 0
+    assert report["history"]["n"] > 0
+    for users in (10_000, 100_000):
+        memory = report[f"memory_{users}_users"]
+        assert memory["windowed_events"] > 0
+        assert memory["medians_equal_after_restart"] is True
+    assert "| durable ingest, JSON 500/batch" in result.stdout
