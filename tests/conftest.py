@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 
@@ -112,3 +113,16 @@ def wait_until(check, timeout: float = 15.0, interval: float = 0.05):  # type: i
 
 
 LONG = os.environ.get("STREAMSCORE_LONG") == "1"
+
+
+def post_events(client: httpx.Client, events: list, ndjson: bool) -> dict:
+    """POST events as one JSON body or as NDJSON lines; asserts a 200 and returns its body."""
+    if ndjson:
+        body = b"\n".join(msgspec.json.encode(e) for e in events)
+        response = client.post(
+            "/ingest", content=body, headers={"content-type": "application/x-ndjson"}
+        )
+    else:
+        response = client.post("/ingest", json={"events": events})
+    assert response.status_code == 200, response.text
+    return response.json()

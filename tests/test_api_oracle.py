@@ -10,12 +10,11 @@ import itertools
 import math
 
 import httpx
-import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import Server, wait_until
+from .conftest import Server, post_events, wait_until
 from .oracle import Oracle, reference_model, reference_scores
 
 WINDOW = 60.0
@@ -40,18 +39,6 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
     server.start()
     yield server
     server.stop()
-
-
-def post(client: httpx.Client, events: list[dict], ndjson: bool) -> dict:
-    if ndjson:
-        body = b"\n".join(msgspec.json.encode(e) for e in events)
-        response = client.post(
-            "/ingest", content=body, headers={"content-type": "application/x-ndjson"}
-        )
-    else:
-        response = client.post("/ingest", json={"events": events})
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def history(client: httpx.Client, user: str, page: int) -> list[tuple[float, float]]:
@@ -119,7 +106,7 @@ def test_random_streams_match_oracle(shared_server: Server, events: list[dict], 
             start += size
             scores = reference_scores(model, [e["features"] for e in chunk])
             processed, duplicates, late = oracle.ingest(chunk, scores)
-            body = post(client, chunk, ndjson)
+            body = post_events(client, chunk, ndjson)
             assert (body["processed"], body["duplicates"], body["late"]) == (
                 processed,
                 duplicates,
@@ -154,7 +141,7 @@ def test_state_survives_restart(server_factory) -> None:  # type: ignore[no-unty
             chunk = batch(200, step)
             scores = reference_scores(model, [e["features"] for e in chunk])
             expected = oracle.ingest(chunk, scores)
-            body = post(client, chunk, ndjson=step % 2 == 0)
+            body = post_events(client, chunk, ndjson=step % 2 == 0)
             assert (body["processed"], body["duplicates"], body["late"]) == expected
 
     with server.client() as client:

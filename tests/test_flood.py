@@ -56,7 +56,7 @@ def test_flood_is_shed_without_losing_acknowledged_events(server_factory, tmp_pa
         server,
         seconds,
         "--concurrency",
-        "128",
+        "256",
         "--procs",
         "2",
         "--event-ids",

@@ -7,7 +7,7 @@ import time
 import msgspec
 import pytest
 
-from .conftest import Server
+from .conftest import Server, post_events
 
 NOW = time.time()
 GOOD = {"user_id": "good", "timestamp": NOW, "features": [0.1, 0.2, 0.3]}
@@ -45,15 +45,7 @@ def test_each_bad_event_is_rejected_with_its_index_and_reason(server: Server, nd
         events.append(bad)
     events.append(GOOD)
     with server.client() as client:
-        if ndjson:
-            body = b"\n".join(msgspec.json.encode(e) for e in events)
-            r = client.post(
-                "/ingest", content=body, headers={"content-type": "application/x-ndjson"}
-            )
-        else:
-            r = client.post("/ingest", json={"events": events})
-        assert r.status_code == 200, r.text
-        body = r.json()
+        body = post_events(client, events, ndjson)
         assert body["processed"] == len(BAD_EVENTS) + 1
         assert body["rejected"] == len(BAD_EVENTS)
         got = {e["index"]: e["error"] for e in body["errors"]}

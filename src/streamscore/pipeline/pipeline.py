@@ -107,14 +107,20 @@ class Pipeline:
         """Resolves once every new event of `batch` is durable; raises on overload or store failure."""
         if len(batch) == 0:
             return IngestResult()
-        await self.admission.acquire(len(batch))
-        try:
-            loop = asyncio.get_running_loop()
-            job = _Job(batch, loop.create_future(), loop)
-            self._to_score.put(job)
-            return await job.future
-        finally:
-            self.admission.release(len(batch))
+        size = len(batch)
+        await self.admission.acquire(size)
+        loop = asyncio.get_running_loop()
+        job = _Job(batch, loop.create_future(), loop)
+
+        def finished(future: asyncio.Future[IngestResult]) -> None:
+            # Released when the pipeline is done with the events, even if the client left.
+            self.admission.release(size)
+            if not future.cancelled():
+                future.exception()  # retrieved, so a departed client's error is not logged
+
+        job.future.add_done_callback(finished)
+        self._to_score.put(job)
+        return await asyncio.shield(job.future)
 
     # -- scorer thread -------------------------------------------------------------------
 
@@ -127,7 +133,6 @@ class Pipeline:
                 except ScoringFailed as exc:  # fail the requests, keep the thread
                     log.error("scoring failed: %s", exc)
                     for job in jobs:
-                        self.deduper.release(job.batch.event_ids)
                         _resolve(job, exc)
             if stop:
                 self._to_write.put(_STOP)
@@ -139,7 +144,12 @@ class Pipeline:
             fresh = self.deduper.claim(job.batch.event_ids)
             kept.append((job, job.batch.select(fresh), int((~fresh).sum())))
         features = np.concatenate([k.features for _, k, _ in kept]).astype(np.float32)
-        scores = self.scorer.score(features)
+        try:
+            scores = self.scorer.score(features)
+        except ScoringFailed:
+            for _, batch, _ in kept:  # only the ids this batch claimed: retries stay possible
+                self.deduper.release(batch.event_ids)
+            raise
         bounds = np.cumsum([0] + [len(k) for _, k, _ in kept])
         return [
             _Scored(job, batch, scores[bounds[i] : bounds[i + 1]], dups)
@@ -258,7 +268,7 @@ def _size(item: object) -> int:
 
 def _resolve(job: _Job, outcome: IngestResult | BaseException) -> None:
     def settle() -> None:
-        if job.future.done():  # the client went away; its events are durable all the same
+        if job.future.done():  # settled already (a job is resolved once; this is a guard)
             return
         if isinstance(outcome, BaseException):
             job.future.set_exception(outcome)
