@@ -48,6 +48,7 @@ class Rejection:
     index: int
     error: str
     raw: bytes = b""  # the event as received (possibly cut short), for the dead-letter store
+    kind: str = "invalid_event"  # the metrics label: a handful of values, never free text
 
 
 @dataclass(slots=True)

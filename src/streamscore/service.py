@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from streamscore.batch import Rejection
 from streamscore.config import Settings
 from streamscore.ingest.dead_letters import DeadLetters
 from streamscore.ingest.decode import EventDecoder
@@ -16,6 +17,7 @@ from streamscore.pipeline.pipeline import Pipeline
 from streamscore.score.model import create_model, load_model
 from streamscore.score.scorer import Scorer
 from streamscore.stats.counters import Counters
+from streamscore.stats.metrics import Metrics
 from streamscore.store.indexer import Indexer
 from streamscore.store.sqlite import SQLiteStore
 from streamscore.windows.rolling_median import RollingMedians
@@ -42,6 +44,7 @@ class Service:
         self.recovery_seconds = self._recover()
         self.admission = Admission(settings.max_in_flight, settings.max_wait)
         self.dead_letters = DeadLetters()
+        self.metrics = Metrics()
         self.indexer = Indexer(
             self.store, settings.index_interval, self.dead_letters, settings.dead_letter_limit
         )
@@ -57,7 +60,9 @@ class Service:
             self.admission,
             settings.max_index_lag,
             self.indexer.wake,
+            self.metrics,
         )
+        self.metrics.watch(self._gauges, self.counters, model.version)
 
     def _model_path(self) -> Path:
         if self.settings.model:
@@ -86,6 +91,34 @@ class Service:
             )
             self.deduper.load([e for e in batch.event_ids if e is not None], self.clock.time)
         return time.perf_counter() - started
+
+    def rejected(self, rejections: list[Rejection]) -> None:
+        """Keep rejected events as dead letters and count them by reason."""
+        self.dead_letters.add(rejections)
+        for r in rejections:
+            self.metrics.rejected.labels(r.kind).inc()
+
+    def _gauges(self) -> dict[str, float]:
+        return {
+            "in_flight_events": self.admission.in_flight,
+            "index_lag_events": self.pipeline.index_lag,
+            "window_users": self.windows.users,
+            "window_events": self.windows.events,
+            "dedupe_ids": len(self.deduper),
+            "dead_letters_dropped": self.dead_letters.dropped,
+            "stream_time_seconds": self.clock.time if self.clock.time > 0 else 0.0,
+        }
+
+    def problems(self) -> list[str]:
+        """Why the service should not get traffic now (empty when ready)."""
+        found = []
+        if not self.pipeline.store_ok:
+            found.append("store: the last write failed")
+        if self.admission.in_flight >= self.settings.max_in_flight:
+            found.append("overloaded: the pipeline is full")
+        if self.pipeline.index_lag > self.settings.max_index_lag:
+            found.append("history index is behind")
+        return found
 
     def start(self) -> None:
         self.pipeline.start()

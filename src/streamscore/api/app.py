@@ -13,6 +13,7 @@ from typing import Annotated
 import msgspec
 import numpy as np
 from fastapi import FastAPI, Query, Request
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from streamscore import __version__
@@ -20,6 +21,7 @@ from streamscore.api import ingest as ingest_route
 from streamscore.api import schemas
 from streamscore.api.auth import ApiKeys, RateLimits
 from streamscore.api.ingest import error, json_response
+from streamscore.api.timing import RequestTimer
 from streamscore.config import Settings
 from streamscore.ingest.decode import event_type
 from streamscore.service import Service
@@ -204,7 +206,28 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/health", response_model=schemas.HealthResponse)
     async def health() -> Response:
+        """The process is alive and answering."""
         return json_response({"status": "ok"})
+
+    @app.get(
+        "/ready",
+        response_model=schemas.ReadyResponse,
+        responses={503: {"model": schemas.ReadyResponse, "description": "not ready"}},
+    )
+    async def ready(request: Request) -> Response:
+        """Model loaded, store writable, not overloaded: send traffic here."""
+        problems = service_of(request).problems()
+        body = {"status": "not ready" if problems else "ready", "problems": problems}
+        return json_response(body, 503 if problems else 200)
+
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    async def metrics(request: Request) -> Response:
+        """Prometheus exposition format."""
+        if isinstance(denied := authorize(request, write=False), Response):
+            return denied
+        return Response(built.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(RequestTimer, histogram=built.metrics.request_seconds)
 
     return app
 

@@ -58,12 +58,12 @@ class Tally:
     late: int = 0
     rejections: list[Rejection] = field(default_factory=list)
     rejected: int = 0
-    dead_letters: Callable[[list[Rejection]], None] | None = None
+    sink: Callable[[list[Rejection]], None] | None = None  # dead letters and metrics
 
     def reject(self, rejections: list[Rejection]) -> None:
         self.rejected += len(rejections)
-        if self.dead_letters is not None and rejections:
-            self.dead_letters(rejections)
+        if self.sink is not None and rejections:
+            self.sink(rejections)
         room = MAX_LISTED_ERRORS - len(self.rejections)
         if room > 0:
             self.rejections.extend(rejections[:room])
@@ -98,7 +98,7 @@ def error(status: int, message: str, retry_after: float = 1.0, **extra: object) 
 async def ingest(request: Request, service: Service, limiter: RateLimiter) -> Response:
     started = time.perf_counter()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    tally = Tally(dead_letters=service.dead_letters.add)
+    tally = Tally(sink=service.rejected)
     try:
         await service.admission.room()
         if content_type in JSON_TYPES:
@@ -252,4 +252,4 @@ async def _ingest_ndjson(
 
 
 def _overlong(index: int, limit: int, start: bytes) -> Rejection:
-    return Rejection(index, f"line longer than {limit} bytes", start[:1024])
+    return Rejection(index, f"line longer than {limit} bytes", start[:1024], "line_too_long")

@@ -85,5 +85,10 @@ class DeadLettersResponse(BaseModel):
     dead_letters: list[DeadLetter]
 
 
+class ReadyResponse(BaseModel):
+    status: str
+    problems: list[str]
+
+
 class HealthResponse(BaseModel):
     status: str

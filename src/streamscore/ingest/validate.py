@@ -30,16 +30,22 @@ def validate(
     rejections = []
     for pos in np.flatnonzero(bad):
         if too_old[pos]:
-            reason = "timestamp is before 2000-01-01T00:00:00Z"
+            kind, reason = "timestamp_too_old", "timestamp is before 2000-01-01T00:00:00Z"
         elif too_new[pos]:
+            kind = "timestamp_in_future"
             reason = f"timestamp is more than {max_future_skew:g} s ahead of the server clock"
         else:
-            reason = "features must be finite numbers within float32 range"
+            kind, reason = (
+                "features_out_of_range",
+                "features must be finite numbers within float32 range",
+            )
         event = {
             "user_id": batch.user_ids[pos],
             "timestamp": float(ts[pos]),
             "features": batch.features[pos].tolist(),
             "event_id": batch.event_ids[pos],
         }
-        rejections.append(Rejection(int(batch.index[pos]), reason, msgspec.json.encode(event)))
+        rejections.append(
+            Rejection(int(batch.index[pos]), reason, msgspec.json.encode(event), kind)
+        )
     return batch.select(~bad), rejections

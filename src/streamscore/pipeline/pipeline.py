@@ -30,6 +30,7 @@ from streamscore.ingest.dedupe import EventIdDeduper
 from streamscore.pipeline.admission import Admission
 from streamscore.score.scorer import Scorer, ScoringFailed
 from streamscore.stats.counters import Counters
+from streamscore.stats.metrics import Metrics
 from streamscore.store import log_codec
 from streamscore.store.sqlite import SQLiteStore, StoreUnavailable
 from streamscore.windows.rolling_median import RollingMedians
@@ -70,6 +71,7 @@ class Pipeline:
         admission: Admission,
         max_index_lag: int,
         wake_indexer: Callable[[], None],
+        metrics: Metrics,
     ) -> None:
         self.scorer = scorer
         self.store = store
@@ -82,6 +84,8 @@ class Pipeline:
         self.admission = admission
         self.max_index_lag = max_index_lag
         self.wake_indexer = wake_indexer
+        self.metrics = metrics
+        self.store_ok = True
         self.retention = max(clock.window, deduper.horizon)
         self._to_score: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._to_write: queue.SimpleQueue[_Scored | object] = queue.SimpleQueue()
@@ -144,8 +148,11 @@ class Pipeline:
             fresh = self.deduper.claim(job.batch.event_ids)
             kept.append((job, job.batch.select(fresh), int((~fresh).sum())))
         features = np.concatenate([k.features for _, k, _ in kept]).astype(np.float32)
+        started = time.perf_counter()
         try:
             scores = self.scorer.score(features)
+            self.metrics.inference_seconds.observe(time.perf_counter() - started)
+            self.metrics.batch_size.observe(len(features))
         except ScoringFailed:
             for _, batch, _ in kept:  # only the ids this batch claimed: retries stay possible
                 self.deduper.release(batch.event_ids)
@@ -172,13 +179,18 @@ class Pipeline:
             if stop:
                 return
 
+    @property
+    def index_lag(self) -> int:
+        """Acknowledged events not yet in the history index."""
+        return self._next_seq - 1 - self.store.indexed_seq
+
     def _wait_for_indexer(self) -> None:
         """Hold commits while the history index trails by more than `max_index_lag` events.
 
         The wait backs up into admission, which answers 503 once `max_wait` passes: ingest
         slows to what can be indexed instead of letting history fall minutes behind.
         """
-        while self._next_seq - 1 - self.store.indexed_seq > self.max_index_lag:
+        while self.index_lag > self.max_index_lag:
             self.wake_indexer()
             time.sleep(0.005)
 
@@ -193,16 +205,20 @@ class Pipeline:
         events = log_codec.encode(
             batch.user_ids, batch.event_ids, batch.timestamps, scores, batch.features
         )
+        started = time.perf_counter()
         try:
             self.store.append(
                 self._next_seq, events, self.model_id, int(late.sum()), duplicates, clock.time, n
             )
         except StoreUnavailable as exc:
+            self.store_ok = False
             log.error("store write failed; %d events not acknowledged: %s", n, exc)
             self.deduper.release(batch.event_ids)
             for s in scored:
                 _resolve(s.job, exc)
             return
+        self.store_ok = True
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self._next_seq += n
         self.clock.time = clock.time
         self._commits.append((self._next_seq - 1, clock.time))
