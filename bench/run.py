@@ -263,8 +263,12 @@ def main() -> int:
         ),
     }
 
-    # 2-4. Half the peak rate: ingest latency, median latency, ack-to-history visibility.
+    # 2-4. Half the peak rate: ingest latency, median latency, ack-to-history visibility,
+    # measured in steady state: first let the indexer catch up with the flat-out phase.
     phase("half rate")
+    deadline = time.monotonic() + 120
+    while server.stats()["index_lag_events"] > 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
     half = json_run["events_per_second"] / 2
     users = [f"user-{i}" for i in range(gen["users"])]
     run, probes = run_with_probes(
@@ -275,7 +279,7 @@ def main() -> int:
             ),
             "visibility": lambda stop: visibility(server.port, stop),
         },
-        lambda: generate(server.url, max(short, 5), rps=half, **gen),
+        lambda: generate(server.url, max(short, 15), rps=half, **gen),
     )
     results["half_rate"] = {
         "target_eps": round(half),

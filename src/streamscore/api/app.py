@@ -175,6 +175,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "stream_time": clock.time if math.isfinite(clock.time) else None,
                 "window_seconds": clock.window,
                 "in_flight_events": service.admission.in_flight,
+                "index_lag_events": service.pipeline.index_lag,
                 "model_version": service.scorer.version,
                 "uptime_seconds": time.time() - service.started_at,
                 "recovery_seconds": service.recovery_seconds,

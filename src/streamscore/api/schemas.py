@@ -68,6 +68,7 @@ class StatsResponse(BaseModel):
     stream_time: float | None
     window_seconds: float
     in_flight_events: int
+    index_lag_events: int = Field(description="acknowledged events not yet in history")
     model_version: str
     uptime_seconds: float
     recovery_seconds: float = Field(description="time taken to rebuild the windows at start")
