@@ -116,6 +116,16 @@ class Settings:
         default=30.0,
         metadata={"help": "seconds a request body may stall between chunks (408 after)"},
     )
+    retention: float = field(
+        default=0.0,
+        metadata={
+            "help": "days of history to keep (older rows are deleted in the background); "
+            "0 = keep everything"
+        },
+    )
+    profile: str | None = field(
+        default=None, metadata={"help": "write a pyinstrument HTML profile here on shutdown"}
+    )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 
     @property

@@ -19,6 +19,7 @@ from streamscore.score.scorer import Scorer
 from streamscore.stats.counters import Counters
 from streamscore.stats.metrics import Metrics
 from streamscore.store.indexer import Indexer
+from streamscore.store.retention import Retention
 from streamscore.store.sqlite import SQLiteStore
 from streamscore.windows.rolling_median import RollingMedians
 from streamscore.windows.stream_time import StreamClock
@@ -45,8 +46,13 @@ class Service:
         self.admission = Admission(settings.max_in_flight, settings.max_wait)
         self.dead_letters = DeadLetters()
         self.metrics = Metrics()
+        self.retention = Retention(self.store, settings.retention)
         self.indexer = Indexer(
-            self.store, settings.index_interval, self.dead_letters, settings.dead_letter_limit
+            self.store,
+            settings.index_interval,
+            self.dead_letters,
+            settings.dead_letter_limit,
+            self.retention,
         )
         self.pipeline = Pipeline(
             self.scorer,
@@ -106,6 +112,7 @@ class Service:
             "window_events": self.windows.events,
             "dedupe_ids": len(self.deduper),
             "dead_letters_dropped": self.dead_letters.dropped,
+            "retention_deleted_events": self.retention.deleted,
             "stream_time_seconds": self.clock.time if self.clock.time > 0 else 0.0,
         }
 

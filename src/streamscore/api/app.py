@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
@@ -18,13 +20,15 @@ from starlette.responses import Response
 
 from streamscore import __version__
 from streamscore.api import ingest as ingest_route
-from streamscore.api import schemas
+from streamscore.api import profiling, schemas
 from streamscore.api.auth import ApiKeys, RateLimits
 from streamscore.api.ingest import error, json_response
 from streamscore.api.timing import RequestTimer
 from streamscore.config import Settings
 from streamscore.ingest.decode import event_type
 from streamscore.service import Service
+
+log = logging.getLogger(__name__)
 
 HISTORY_DEFAULT_LIMIT = 1000
 HISTORY_MAX_LIMIT = 10_000
@@ -37,9 +41,13 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built.start()
+        profiler = profiling.start() if settings.profile else None
         try:
             yield
         finally:
+            if profiler is not None:
+                profiling.write_on_exit(profiler, Path(settings.profile))
+                log.info("profile written", extra={"path": settings.profile})
             built.close()
 
     app = FastAPI(
@@ -227,6 +235,27 @@ def create_app(settings: Settings) -> FastAPI:
         if isinstance(denied := authorize(request, write=False), Response):
             return denied
         return Response(built.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(
+        "/admin/profile",
+        response_class=Response,
+        responses={
+            200: {"content": {"text/html": {}}, "description": "pyinstrument HTML report"},
+            401: {"model": schemas.ErrorResponse, "description": "API key required"},
+            409: {"model": schemas.ErrorResponse, "description": "a profile is running"},
+        },
+        summary="Profile the running service for N seconds (pyinstrument)",
+    )
+    async def profile(
+        request: Request, seconds: Annotated[float, Query(gt=0, le=60)] = 5.0
+    ) -> Response:
+        if isinstance(denied := authorize(request, write=True), Response):
+            return denied
+        try:
+            html = await profiling.profile_for(seconds)
+        except profiling.ProfilerBusy as exc:
+            return error(409, str(exc))
+        return Response(html, media_type="text/html")
 
     app.add_middleware(RequestTimer, histogram=built.metrics.request_seconds)
 

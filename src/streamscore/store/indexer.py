@@ -1,5 +1,5 @@
 """Background thread that moves acknowledged events from the log into the history index,
-and writes out dead letters.
+writes out dead letters, and applies retention.
 
 Its SQL runs inside SQLite without the GIL, so on two cores it indexes in parallel with the
 hot path. A failed pass (disk full, locked) is logged and retried; the log keeps the rows.
@@ -11,6 +11,7 @@ import logging
 import threading
 
 from streamscore.ingest.dead_letters import DeadLetters
+from streamscore.store.retention import Retention
 from streamscore.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
@@ -18,9 +19,15 @@ log = logging.getLogger(__name__)
 
 class Indexer:
     def __init__(
-        self, store: SQLiteStore, interval: float, dead_letters: DeadLetters, keep: int
+        self,
+        store: SQLiteStore,
+        interval: float,
+        dead_letters: DeadLetters,
+        keep: int,
+        retention: Retention,
     ) -> None:
         self.store = store
+        self.retention = retention
         self.interval = interval
         self.dead_letters = dead_letters
         self.keep = keep
@@ -57,6 +64,8 @@ class Indexer:
             try:
                 moved = self.store.index_pending()
                 self._flush_dead_letters()
+                if moved < self.store.index_chunk // 2:  # retention only when caught up
+                    self.retention.step()
             except Exception as exc:  # keep indexing alive through transient store errors
                 log.error("indexing failed, retrying: %s", exc)
                 moved = 0

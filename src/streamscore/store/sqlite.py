@@ -283,6 +283,34 @@ class SQLiteStore:
             conn.execute("ROLLBACK")
             raise
 
+    def delete_older_than(self, cutoff: float, after: tuple[str, float, int] | None, chunk: int):  # type: ignore[no-untyped-def]
+        """Delete history rows with `ts < cutoff` among the next `chunk` rows in key order after
+        `after`; returns (deleted, the last key scanned or None when the scan wrapped around).
+
+        History is clustered by user, so old rows are found by walking the key range in
+        bounded steps: each step is one short transaction, and ingest never waits on it.
+        """
+        start = after or ("", float("-inf"), -1)
+        conn = self._main
+        row = conn.execute(
+            "SELECT user_id, ts, seq FROM history WHERE (user_id, ts, seq) > (?, ?, ?) "
+            "ORDER BY user_id, ts, seq LIMIT 1 OFFSET ?",
+            (*start, chunk - 1),
+        ).fetchone()
+        end = tuple(row) if row else None
+        conn.execute("BEGIN")
+        try:
+            deleted = conn.execute(
+                "DELETE FROM history WHERE ts < ? AND (user_id, ts, seq) > (?, ?, ?)"
+                + (" AND (user_id, ts, seq) <= (?, ?, ?)" if end else ""),
+                (cutoff, *start, *(end or ())),
+            ).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return deleted, end
+
     # -- readers (any thread) -------------------------------------------------------------
 
     def dead_letters(self, since: float, limit: int) -> list[tuple[int, float, int, str, str]]:
