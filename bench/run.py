@@ -351,9 +351,8 @@ def main() -> int:
         phase(f"soak {args.soak:.0f} s")
         server = serve(work / "soak" / "events.db", log, "--window", "30")
         samples: list[tuple[float, float]] = []
-        stop = threading.Event()
 
-        def sample(_: threading.Event) -> list[float]:
+        def sample(stop: threading.Event) -> list[float]:
             while not stop.wait(5):
                 samples.append((time.monotonic(), server.rss_mb()))
             return []
@@ -361,7 +360,6 @@ def main() -> int:
         run, _ = run_with_probes(
             server.port, {"rss": sample}, lambda: generate(server.url, args.soak, rps=half, **gen)
         )
-        stop.set()
         steady = [rss for t, rss in samples if t - samples[0][0] > 60]
         results["soak"] = {
             "seconds": args.soak,
