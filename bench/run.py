@@ -418,6 +418,15 @@ def table(r: dict[str, Any]) -> str:
             f"{m100['restart_seconds_to_ready']} s to ready ({m100['recovery_seconds']} s rebuilding {m100['windowed_events']:,} events)",
         ),
     ]
+    if "soak" in r:
+        soak = r["soak"]
+        rows.append(
+            (
+                f"RSS during a {soak['seconds']:.0f} s soak (window 30 s)",
+                f"{soak['rss_mb_first_after_60s']} MB after 60 s, max {soak['rss_mb_max_after_60s']} MB, "
+                f"last {soak['rss_mb_last']} MB at {soak['eps']:,.0f} events/s",
+            )
+        )
     width = max(len(a) for a, _ in rows)
     return "\n".join(f"| {a:<{width}} | {b} |" for a, b in rows)
 
