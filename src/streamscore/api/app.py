@@ -56,10 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="Real-time ML scoring of event streams.",
         lifespan=lifespan,
     )
-    app.state.service = built
-
-    def service_of(request: Request) -> Service:
-        return request.app.state.service
+    app.state.service = built  # for embedding and tests; handlers use `built` directly
 
     keys = ApiKeys.from_settings(settings.api_keys, settings.api_key_file)
     limits = RateLimits(settings.rate_limit, settings.rate_burst)
@@ -96,15 +93,13 @@ def create_app(settings: Settings) -> FastAPI:
         key_id = authorize(request, write=True)
         if isinstance(key_id, Response):
             return key_id
-        return await ingest_route.ingest(
-            request, service_of(request), lambda events: limits.take(key_id, events)
-        )
+        return await ingest_route.ingest(request, built, lambda events: limits.take(key_id, events))
 
     @app.get("/users/{user_id}/median", response_model=schemas.MedianResponse, responses=_READ)
     async def median(user_id: str, request: Request) -> Response:
         if isinstance(denied := authorize(request, write=False), Response):
             return denied
-        service = service_of(request)
+        service = built
         service.counters.median_requests += 1
         value, count = service.windows.get(user_id)
         clock = service.clock
@@ -137,7 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> Response:
         if isinstance(denied := authorize(request, write=False), Response):
             return denied
-        service = service_of(request)
+        service = built
         service.counters.history_requests += 1
         try:
             after = _decode_cursor(cursor) if cursor else (-math.inf, -1)
@@ -159,7 +154,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def stats(request: Request) -> Response:
         if isinstance(denied := authorize(request, write=False), Response):
             return denied
-        service = service_of(request)
+        service = built
         c = service.counters
         medians = service.windows.medians()
         clock = service.clock
@@ -203,7 +198,7 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> Response:
         if isinstance(denied := authorize(request, write=True), Response):
             return denied
-        rows = service_of(request).store.dead_letters(since, limit)
+        rows = built.store.dead_letters(since, limit)
         return json_response(
             {
                 "dead_letters": [
@@ -225,7 +220,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     async def ready(request: Request) -> Response:
         """Model loaded, store writable, not overloaded: send traffic here."""
-        problems = service_of(request).problems()
+        problems = built.problems()
         body = {"status": "not ready" if problems else "ready", "problems": problems}
         return json_response(body, 503 if problems else 200)
 
