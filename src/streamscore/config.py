@@ -6,7 +6,6 @@ Every field is a CLI option of `streamscore serve` and an environment variable n
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -135,9 +134,6 @@ class Settings:
         if not self.store.startswith(prefix):
             raise ValueError(f"unsupported store URL {self.store!r}: expected sqlite:///PATH")
         return Path(self.store[len(prefix) :])
-
-    def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
 
 
 def parse_bool(text: str) -> bool:
