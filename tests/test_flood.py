@@ -52,11 +52,15 @@ def test_flood_is_shed_without_losing_acknowledged_events(server_factory, tmp_pa
     capacity = generate(server, 3)["events_per_second"]
     record = tmp_path / "acks.jsonl"
     seconds = 30 if LONG else 8
+    # Big requests make each refusal count for many events, so one 2-core machine running
+    # both sides can offer several times what the service can make durable.
     flood = generate(
         server,
         seconds,
+        "--batch-size",
+        "25000",
         "--concurrency",
-        "256",
+        "32",
         "--procs",
         "2",
         "--event-ids",
@@ -65,6 +69,7 @@ def test_flood_is_shed_without_losing_acknowledged_events(server_factory, tmp_pa
     )
     offered = flood["events_sent"] / flood["seconds"]
     print(f"capacity {capacity:.0f}/s, offered {offered:.0f}/s, errors {flood['errors']}")
+    assert offered >= 3 * capacity, (offered, capacity)  # measured 4.4-5.9x here
     assert flood["errors"].get("http_503", 0) > 0, "the flood really overloaded the service"
     assert set(flood["errors"]) <= {"http_503"}, flood["errors"]
     assert peak_rss_mb(server.proc.pid) < RSS_BOUND_MB
