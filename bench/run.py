@@ -28,7 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 
+from streamscore.store import log_codec
+from streamscore.store.base import Store
+from streamscore.store.postgres import PostgresStore
 from streamscore.store.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,10 +97,44 @@ def get(port: int, path: str, conn: http.client.HTTPConnection | None = None) ->
             conn.close()
 
 
-def serve(store: Path, log: Path, *extra: str) -> Proc:
-    return Proc(
-        [sys.executable, "-m", "streamscore", "serve", "--store", f"sqlite:///{store}", *extra], log
-    ).start()
+def serve(store: Path | str, log: Path, *extra: str) -> Proc:
+    """`streamscore serve` on a SQLite file (a Path) or a store URL (a str)."""
+    url = f"sqlite:///{store}" if isinstance(store, Path) else store
+    return Proc([sys.executable, "-m", "streamscore", "serve", "--store", url, *extra], log).start()
+
+
+def fresh_postgres(admin_url: str) -> str:
+    """A new, empty database on the PostgreSQL server of `admin_url`; returns its URL."""
+    name = f"streamscore_bench_{int(time.time())}_{random.randrange(10**6)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_postgres(admin_url: str, url: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")  # type: ignore[arg-type]
+
+
+def indexing_rate(store: Store, events: int, batch: int = 8192) -> float:
+    """Events/s that the store's indexer moves from the log into history (COPY on PostgreSQL,
+    one json_each INSERT per chunk on SQLite), on `events` synthetic logged events."""
+    rng = np.random.default_rng(1)
+    model_id = store.register_model("bench-synthetic")
+    now = time.time()
+    seq = store.last_seq() + 1
+    for low in range(0, events, batch):
+        n = min(batch, events - low)
+        users = [f"idx-{u}" for u in rng.integers(0, 10_000, n).tolist()]
+        ts = now - rng.uniform(0, 300, n)
+        blob = log_codec.encode(users, [None] * n, ts, rng.random(n, "f4"), rng.random((n, 3)))
+        store.append(seq, blob, model_id, 0, 0, float(ts.max()), n)
+        seq += n
+    started = time.perf_counter()
+    moved = 0
+    while step := store.index_pending():
+        moved += step
+    return moved / (time.perf_counter() - started)
 
 
 def generate(url: str, seconds: float, rps: float = 0, **options: Any) -> dict[str, Any]:
@@ -217,53 +255,30 @@ def build_history_store(path: Path, events: int, per_user: int) -> float:
     return time.perf_counter() - started
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny run: every phase, seconds each")
-    parser.add_argument("--seconds", type=float, default=30, help="throughput phase length")
-    parser.add_argument("--history-events", type=int, default=20_000_000)
-    parser.add_argument("--soak", type=float, default=0, help="also run a steady-rate soak")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    args = parser.parse_args()
-    if args.smoke:
-        args.seconds, args.history_events = 2, 100_000
-    short = max(2.0, args.seconds / 3)
-    work = Path(tempfile.mkdtemp(prefix="streamscore-bench-"))
-    log = work / "servers.log"
-    results: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": f"{subprocess.getoutput('nproc')} cores",
-        "smoke": args.smoke,
-    }
-    gen = {"batch_size": 500, "concurrency": 16, "users": 10_000}
-
-    def phase(name: str) -> None:
-        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-
-    # Baselines: generator ceiling, HTTP + parse ceiling.
-    for mode in ("discard", "parse"):
-        phase(f"baseline {mode}")
-        base = Proc([sys.executable, "-m", "bench.baseline", mode], log).start()
-        results[f"baseline_{mode}_eps"] = generate(base.url, short, **gen)["events_per_second"]
-        base.stop()
-
-    # 1. Sustained durable throughput, JSON then NDJSON, on a fresh store.
+def ingest_phases(
+    server: Proc,
+    gen: dict[str, Any],
+    args: argparse.Namespace,
+    short: float,
+    phase: Callable[[str], None],
+    baseline_parse_eps: float,
+) -> dict[str, Any]:
+    """Sustained durable throughput (JSON, then NDJSON) on a fresh store, then ingest latency,
+    median latency and ack-to-history visibility at half that rate. Stops the server."""
     phase("throughput")
-    server = serve(work / "tp" / "events.db", log)
     generate(server.url, 2, **gen)  # warm-up: kernels compiled, caches filled
     json_run = generate(server.url, args.seconds, **gen)
     ndjson_run = generate(server.url, args.seconds, ndjson=True, **gen)
+    results: dict[str, Any] = {}
     results["throughput"] = {
         "json_eps": json_run["events_per_second"],
         "json_errors": json_run["errors"],
         "ndjson_eps": ndjson_run["events_per_second"],
         "ndjson_errors": ndjson_run["errors"],
-        "json_vs_parse_ceiling": round(
-            json_run["events_per_second"] / results["baseline_parse_eps"], 3
-        ),
+        "json_vs_parse_ceiling": round(json_run["events_per_second"] / baseline_parse_eps, 3),
     }
 
-    # 2-4. Half the peak rate: ingest latency, median latency, ack-to-history visibility,
+    # Half the peak rate: ingest latency, median latency, ack-to-history visibility,
     # measured in steady state: first let the indexer catch up with the flat-out phase.
     phase("half rate")
     deadline = time.monotonic() + 120
@@ -290,6 +305,84 @@ def main() -> int:
         "visible_in_history": quantiles_ms(probes["visibility"]),
     }
     server.stop()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny run: every phase, seconds each")
+    parser.add_argument("--seconds", type=float, default=30, help="throughput phase length")
+    parser.add_argument("--history-events", type=int, default=20_000_000)
+    parser.add_argument("--soak", type=float, default=0, help="also run a steady-rate soak")
+    parser.add_argument(
+        "--postgres",
+        default="postgresql://postgres@127.0.0.1:5432/test",
+        help="PostgreSQL server to run the same ingest phases on, in fresh databases "
+        "('' skips them)",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.history_events = 2, 100_000
+    short = max(2.0, args.seconds / 3)
+    work = Path(tempfile.mkdtemp(prefix="streamscore-bench-"))
+    log = work / "servers.log"
+    results: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": f"{subprocess.getoutput('nproc')} cores",
+        "smoke": args.smoke,
+    }
+    gen = {"batch_size": 500, "concurrency": 16, "users": 10_000}
+
+    def phase(name: str) -> None:
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+
+    # Baselines: generator ceiling, HTTP + parse ceiling.
+    for mode in ("discard", "parse"):
+        phase(f"baseline {mode}")
+        base = Proc([sys.executable, "-m", "bench.baseline", mode], log).start()
+        results[f"baseline_{mode}_eps"] = generate(base.url, short, **gen)["events_per_second"]
+        base.stop()
+
+    # 1-4 on each store: durable throughput, then latency and visibility at half that rate.
+    results.update(
+        ingest_phases(
+            serve(work / "tp" / "events.db", log),
+            gen,
+            args,
+            short,
+            phase,
+            results["baseline_parse_eps"],
+        )
+    )
+    if args.postgres:
+        phase("postgresql")
+        url = fresh_postgres(args.postgres)
+        try:
+            pg = ingest_phases(
+                serve(url, log), gen, args, short, phase, results["baseline_parse_eps"]
+            )
+        finally:
+            drop_postgres(args.postgres, url)
+        pg["throughput"]["json_vs_sqlite"] = round(
+            pg["throughput"]["json_eps"] / results["throughput"]["json_eps"], 3
+        )
+        results["postgresql"] = pg
+
+    # Indexing rate of each store (the part of the pipeline that bounds durable throughput).
+    phase("indexing rate")
+    indexed = 200_000 if args.smoke else 2_000_000
+    sqlite_store = SQLiteStore(work / "idx" / "events.db")
+    results["indexing_eps"] = {"sqlite": round(indexing_rate(sqlite_store, indexed))}
+    sqlite_store.close()
+    if args.postgres:
+        url = fresh_postgres(args.postgres)
+        try:
+            pg_store = PostgresStore(url)
+            results["indexing_eps"]["postgresql"] = round(indexing_rate(pg_store, indexed))
+            pg_store.close()
+        finally:
+            drop_postgres(args.postgres, url)
 
     # 5. History of one user (~500 rows) on a large store.
     phase(f"history on {args.history_events:,} events")
@@ -349,6 +442,7 @@ def main() -> int:
 
     if args.soak:
         phase(f"soak {args.soak:.0f} s")
+        half = results["throughput"]["json_eps"] / 2
         server = serve(work / "soak" / "events.db", log, "--window", "30")
         samples: list[tuple[float, float]] = []
 
@@ -417,6 +511,28 @@ def table(r: dict[str, Any]) -> str:
             "restart, 100k users",
             f"{m100['restart_seconds_to_ready']} s to ready ({m100['recovery_seconds']} s rebuilding {m100['windowed_events']:,} events)",
         ),
+    ]
+    if "postgresql" in r:
+        pg = r["postgresql"]
+        rows += [
+            (
+                "PostgreSQL: durable ingest, JSON / NDJSON",
+                f"{pg['throughput']['json_eps']:,.0f} / {pg['throughput']['ndjson_eps']:,.0f} "
+                f"events/s ({pg['throughput']['json_vs_sqlite']:.0%} of SQLite's)",
+            ),
+            (
+                "PostgreSQL: ingest latency at half peak",
+                f"p50 {pg['half_rate']['ingest_p50_ms']} ms, p99 {pg['half_rate']['ingest_p99_ms']} ms",
+            ),
+            (
+                "PostgreSQL: ack to visible in history",
+                f"p50 {pg['half_rate']['visible_in_history']['p50_ms']} ms, "
+                f"p99 {pg['half_rate']['visible_in_history']['p99_ms']} ms",
+            ),
+        ]
+    rows += [
+        (f"indexing rate, {store}", f"{eps:,.0f} events/s")
+        for store, eps in r["indexing_eps"].items()
     ]
     if "soak" in r:
         soak = r["soak"]

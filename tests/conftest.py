@@ -5,15 +5,24 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import msgspec
+import psycopg
 import pytest
+
+from streamscore.score.model import create_model
+
+POSTGRES = os.environ.get("STREAMSCORE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+STORES = ["sqlite", "postgresql"]
 
 
 def free_port() -> int:
@@ -22,12 +31,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    """One `streamscore serve` process; `restart()` keeps the store, so state must be recovered."""
+def create_database() -> str:
+    """A new, empty PostgreSQL database on the local server; returns its URL."""
+    name = f"streamscore_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return POSTGRES.rsplit("/", 1)[0] + "/" + name
 
-    def __init__(self, store_dir: Path, **options: object) -> None:
+
+def drop_database(url: str) -> None:
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+class Server:
+    """One `streamscore serve` process; `restart()` keeps the store, so state must be recovered.
+
+    `store_kind` "postgresql" gives the server a database of its own; `drop()` removes it.
+    """
+
+    def __init__(self, store_dir: Path, store_kind: str = "sqlite", **options: object) -> None:
         self.store_dir = store_dir
-        self.options = {"store": f"sqlite:///{store_dir / 'events.db'}", **options}
+        self.store_kind = store_kind
+        self.options: dict[str, object] = {"store": f"sqlite:///{store_dir / 'events.db'}"}
+        if store_kind == "postgresql":
+            # The demo model where a SQLite store would have it, so tests find it alike.
+            self.options = {
+                "store": create_database(),
+                "model": create_model(store_dir / "demo_model.pt"),
+            }
+        self.options.update(options)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -70,23 +103,64 @@ class Server:
     def client(self, timeout: float = 60.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout)
 
+    def query(self, sql: str) -> list[tuple]:
+        """Run `sql` (no parameters) straight on the server's store; its rows, if any."""
+        store = str(self.options["store"])
+        if self.store_kind == "postgresql":
+            with psycopg.connect(store) as conn:
+                cursor = conn.execute(sql)  # type: ignore[arg-type]
+                return cursor.fetchall() if cursor.description else []
+        with sqlite3.connect(store.removeprefix("sqlite:///")) as conn:
+            return conn.execute(sql).fetchall()
+
+    def drop(self) -> None:
+        """Kill the process if it runs, and remove a PostgreSQL database."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+        if self.store_kind == "postgresql":
+            drop_database(str(self.options["store"]))
+
+
+@contextmanager
+def store_lock(server: Server) -> Iterator[None]:
+    """Another writer holds the server's event log locked for the duration."""
+    if server.store_kind == "postgresql":
+        with psycopg.connect(str(server.options["store"])) as conn:  # a transaction until exit
+            conn.execute("LOCK TABLE batches IN ACCESS EXCLUSIVE MODE")
+            yield
+            conn.rollback()
+        return
+    lock = sqlite3.connect(server.store_dir / "events.ingest.db", isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+
+
+@pytest.fixture(params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Parametrizes a test over both stores; it passes `store_kind=` to `server_factory`."""
+    return request.param
+
 
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[type]:
     started: list[Server] = []
 
-    def make(subdir: str = "store", **options: object) -> Server:
+    def make(subdir: str = "store", store_kind: str = "sqlite", **options: object) -> Server:
         store = tmp_path / subdir
         store.mkdir(exist_ok=True)
-        server = Server(store, **options)
+        server = Server(store, store_kind, **options)
         started.append(server)
         return server.start()
 
     yield make
     for server in started:
-        if server.proc is not None:
-            server.proc.kill()
-            server.proc.wait()
+        server.drop()
 
 
 @pytest.fixture

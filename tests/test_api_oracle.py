@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import Server, post_events, wait_until
+from .conftest import STORES, Server, post_events, wait_until
 from .oracle import Oracle, reference_model, reference_scores
 
 WINDOW = 60.0
@@ -33,12 +33,15 @@ stream = st.lists(event, min_size=1, max_size=120)
 splits = st.lists(st.tuples(st.integers(1, 40), st.booleans()), min_size=1, max_size=8)
 
 
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    server = Server(tmp_path_factory.mktemp("oracle"), window=WINDOW, max_future_skew=1e12)
+@pytest.fixture(scope="module", params=STORES)
+def shared_server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    server = Server(
+        tmp_path_factory.mktemp("oracle"), request.param, window=WINDOW, max_future_skew=1e12
+    )
     server.start()
     yield server
     server.stop()
+    server.drop()
 
 
 def history(client: httpx.Client, user: str, page: int) -> list[tuple[float, float]]:
@@ -116,9 +119,9 @@ def test_random_streams_match_oracle(shared_server: Server, events: list[dict], 
         check_against_oracle(client, oracle, users)
 
 
-def test_state_survives_restart(server_factory) -> None:  # type: ignore[no-untyped-def]
+def test_state_survives_restart(server_factory, store_kind: str) -> None:  # type: ignore[no-untyped-def]
     """Medians, counters and duplicate detection equal the oracle after SIGTERM and kill -9."""
-    server = server_factory(window=WINDOW, max_future_skew=1e12)
+    server = server_factory(store_kind=store_kind, window=WINDOW, max_future_skew=1e12)
     model = reference_model(server.store_dir / "demo_model.pt")
     oracle = Oracle(WINDOW)
     users = [f"user-{i}" for i in range(20)]

@@ -29,4 +29,9 @@ def test_bench_smoke_reports_every_phase(tmp_path: Path) -> None:
         memory = report[f"memory_{users}_users"]
         assert memory["windowed_events"] > 0
         assert memory["medians_equal_after_restart"] is True
+    postgres = report["postgresql"]
+    assert postgres["throughput"]["json_eps"] > 0 and not postgres["throughput"]["json_errors"]
+    assert postgres["half_rate"]["visible_in_history"]["n"] > 0
+    assert report["indexing_eps"]["sqlite"] > 0 and report["indexing_eps"]["postgresql"] > 0
     assert "| durable ingest, JSON 500/batch" in result.stdout
+    assert "| PostgreSQL: durable ingest" in result.stdout

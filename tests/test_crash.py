@@ -10,7 +10,6 @@ from __future__ import annotations
 import queue
 import random
 import signal
-import sqlite3
 import statistics
 import threading
 import time
@@ -81,13 +80,11 @@ class Client:
 
 
 def stored_event_ids(server: Server) -> list[str]:
-    with sqlite3.connect(server.store_dir / "events.db") as db:
-        return [r[0] for r in db.execute("SELECT event_id FROM history")]
+    return [r[0] for r in server.query("SELECT event_id FROM events")]
 
 
 def oracle_medians(server: Server, window: float) -> dict[str, float]:
-    with sqlite3.connect(server.store_dir / "events.db") as db:
-        rows = db.execute("SELECT user_id, ts, score FROM history").fetchall()
+    rows = server.query("SELECT user_id, timestamp, score FROM events")
     stream_time = max(ts for _, ts, _ in rows)
     by_user: dict[str, list[float]] = {}
     for user, ts, score in rows:
@@ -97,10 +94,12 @@ def oracle_medians(server: Server, window: float) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
-def test_acknowledged_events_survive_kills_exactly_once(server_factory, sig: int) -> None:  # type: ignore[no-untyped-def]
+def test_acknowledged_events_survive_kills_exactly_once(
+    server_factory, store_kind: str, sig: int
+) -> None:  # type: ignore[no-untyped-def]
     cycles = 20 if LONG else 3
     rng = random.Random(sig)
-    server = server_factory()
+    server = server_factory(store_kind=store_kind)
     client = Client(server)
     client.start()
     next_batch = 0

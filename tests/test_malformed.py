@@ -32,11 +32,16 @@ BAD_EVENTS = [
     ("not an object", "Expected `object`, got `str`"),
     ({"user_id": "u", "timestamp": NOW, "features": [1, 2, 3], "event_id": 7}, "got `int`"),
     ({"user_id": "u", "timestamp": NOW, "features": [1, 2, 3], "event_id": ""}, "length >= 1"),
+    ({"user_id": "nul\u0000", "timestamp": NOW, "features": [1, 2, 3]}, "must not contain NUL"),
+    ({"user_id": "u", "timestamp": NOW, "features": [1, 2, 3], "event_id": "\u0000"}, "NUL"),
 ]
 
 
 @pytest.mark.parametrize("ndjson", [False, True], ids=["json", "ndjson"])
-def test_each_bad_event_is_rejected_with_its_index_and_reason(server: Server, ndjson: bool) -> None:
+def test_each_bad_event_is_rejected_with_its_index_and_reason(
+    server_factory, store_kind: str, ndjson: bool
+) -> None:  # type: ignore[no-untyped-def]
+    server: Server = server_factory(store_kind=store_kind)
     events: list[object] = []
     expected: dict[int, str] = {}
     for bad, reason in BAD_EVENTS:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import Server, wait_until
+from .conftest import Server, store_lock, wait_until
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -45,20 +44,18 @@ def test_metrics_count_what_happened(server: Server) -> None:
     assert model and dict(model[0][1])["version"].startswith("demo_model.pt@")
 
 
-def test_ready_follows_the_store(server_factory) -> None:  # type: ignore[no-untyped-def]
-    server: Server = server_factory(store_timeout=0.3)
+def test_ready_follows_the_store(server_factory, store_kind: str) -> None:  # type: ignore[no-untyped-def]
+    server: Server = server_factory(store_kind=store_kind, store_timeout=0.3)
     event = {"user_id": "r", "timestamp": time.time(), "features": [1, 2, 3]}
     with server.client() as client:
         assert client.get("/health").json() == {"status": "ok"}
         assert client.get("/ready").json() == {"status": "ready", "problems": []}
-        lock = sqlite3.connect(server.store_dir / "events.ingest.db", isolation_level=None)
-        lock.execute("BEGIN IMMEDIATE")
-        assert client.post("/ingest", json={"events": [event]}).status_code == 503
-        r = client.get("/ready")
-        assert r.status_code == 503 and r.json()["problems"] == ["store: the last write failed"]
-        assert client.get("/health").status_code == 200  # alive all the same
-        lock.execute("ROLLBACK")
-        lock.close()
+        with store_lock(server):
+            assert client.post("/ingest", json={"events": [event]}).status_code == 503
+            r = client.get("/ready")
+            assert r.status_code == 503
+            assert r.json()["problems"] == ["store: the last write failed"]
+            assert client.get("/health").status_code == 200  # alive all the same
         assert wait_until(
             lambda: client.post("/ingest", json={"events": [event]}).status_code == 200
         )

@@ -16,8 +16,8 @@ def history_stamps(server: Server, user: str) -> list[float]:
     return [p["timestamp"] for p in body["history"]]
 
 
-def test_retention_deletes_old_history_in_the_background(server_factory) -> None:  # type: ignore[no-untyped-def]
-    server = server_factory(retention=1, index_interval=0.05)
+def test_retention_deletes_old_history_in_the_background(server_factory, store_kind: str) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(store_kind=store_kind, retention=1, index_interval=0.05)
     now = time.time()
     old = [now - 3 * DAY + i for i in range(50)]
     recent = [now - i for i in range(50)]

@@ -64,8 +64,8 @@ def test_auth_reads(server_factory) -> None:  # type: ignore[no-untyped-def]
         assert client.get("/health").status_code == 200
 
 
-def test_dead_letters_keep_reason_raw_event_and_time(server_factory) -> None:  # type: ignore[no-untyped-def]
-    server = server_factory(dead_letter_limit=5)
+def test_dead_letters_keep_reason_raw_event_and_time(server_factory, store_kind: str) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(store_kind=store_kind, dead_letter_limit=5)
     started = time.time()
     bad = [
         {"user_id": "", "timestamp": NOW, "features": [1, 2, 3]},

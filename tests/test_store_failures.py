@@ -1,15 +1,15 @@
-"""Store failures (locked database, disk full) answer 503 with nothing acknowledged, and the
+"""Store failures (locked log, disk full, a read-only or restarted PostgreSQL) answer 503 with nothing acknowledged, and the
 service recovers by itself once the store works again."""
 
 from __future__ import annotations
 
 import resource
-import sqlite3
 import time
 
 import httpx
+import psycopg
 
-from .conftest import Server, wait_until
+from .conftest import POSTGRES, Server, store_lock, wait_until
 
 
 def events(tag: str, n: int = 50) -> dict:
@@ -36,20 +36,15 @@ def assert_recovers(client: httpx.Client, tag: str) -> None:
     assert ok, "the service recovers once the store works again"
 
 
-def test_locked_log_gives_503_then_recovers(server_factory) -> None:  # type: ignore[no-untyped-def]
-    server: Server = server_factory(store_timeout=0.5)
+def test_locked_log_gives_503_then_recovers(server_factory, store_kind: str) -> None:  # type: ignore[no-untyped-def]
+    server: Server = server_factory(store_kind=store_kind, store_timeout=0.5)
     with server.client() as client:
         assert client.post("/ingest", json=events("before")).status_code == 200
-        lock = sqlite3.connect(server.store_dir / "events.ingest.db", isolation_level=None)
-        lock.execute("BEGIN IMMEDIATE")  # another writer holds the log
-        try:
+        with store_lock(server):
             r = client.post("/ingest", json=events("locked"))
             assert r.status_code == 503, r.text
-            assert "locked" in r.json()["error"] and r.headers["retry-after"]
+            assert "lock" in r.json()["error"] and r.headers["retry-after"]
             assert stored(client) == 50
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
         assert_recovers(client, "after")
         # The refused events were not claimed: their retry is processed, not a duplicate.
         r = client.post("/ingest", json=events("locked"))
@@ -74,3 +69,37 @@ def test_disk_full_gives_503_then_recovers(server: Server) -> None:
         r = client.post("/ingest", json=events("full"))
         assert r.json()["processed"] == 50
         assert stored(client) == 150
+
+
+def test_postgres_read_only_and_dropped_connections_give_503_then_recover(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server: Server = server_factory(store_kind="postgresql", store_timeout=0.5)
+    database = str(server.options["store"]).rsplit("/", 1)[1]
+    with server.client() as client, psycopg.connect(POSTGRES, autocommit=True) as admin:
+        assert client.post("/ingest", json=events("before")).status_code == 200
+
+        def cut_connections() -> None:  # as a server restart or failover would
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (database,),
+            )
+
+        admin.execute(f"ALTER DATABASE {database} SET default_transaction_read_only = on")
+        cut_connections()
+        try:
+            for _ in range(2):  # the first may meet the cut connection, then read-only sessions
+                r = client.post("/ingest", json=events("readonly"))
+                assert r.status_code == 503, r.text
+            assert "read-only" in r.json()["error"]
+            assert client.get("/users/readonly-0/median").json()["count"] == 0
+        finally:
+            admin.execute(f"ALTER DATABASE {database} RESET default_transaction_read_only")
+        assert_recovers(client, "after")
+        r = client.post("/ingest", json=events("readonly"))
+        assert r.json()["processed"] == 50 and r.json()["duplicates"] == 0
+        cut_connections()
+        assert_recovers(client, "reconnected")
+        assert stored(client) == 200
+        # Reads go through a checked pool: none fails after the cut, and history catches up.
+        assert wait_until(
+            lambda: len(client.get("/users/reconnected-0/history").json()["history"]) == 10
+        )

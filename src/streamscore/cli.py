@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from streamscore.config import Settings, env_name, from_env, parse_bool
+from streamscore.store.base import SchemaTooNew, StoreUnavailable
+from streamscore.store.postgres import redact
 
 log = logging.getLogger("streamscore")
 
@@ -55,6 +57,7 @@ def serve(settings: Settings) -> None:
     sys.setswitchinterval(0.001)
     logs.configure(settings.log_level)
     shown = dataclasses.asdict(settings)
+    shown["store"] = redact(settings.store)
     shown["api_keys"] = f"<{len(settings.api_keys.split(','))} keys>" if settings.api_keys else ""
     log.info("starting", extra={"settings": shown})  # never the keys themselves
     app = create_app(settings)
@@ -101,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "serve":
-        serve(_settings(args))
+        try:
+            serve(_settings(args))
+        except (SchemaTooNew, StoreUnavailable) as exc:
+            print(f"streamscore: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "create-model":
         from streamscore.score.model import create_model
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 
@@ -18,13 +17,17 @@ class Settings:
     port: int = field(default=8000, metadata={"help": "TCP port to listen on"})
     store: str = field(
         default="sqlite:///events.db",
-        metadata={"help": "event store URL: sqlite:///PATH (relative) or sqlite:////ABS/PATH"},
+        metadata={
+            "help": "event store URL: sqlite:///PATH (relative), sqlite:////ABS/PATH or "
+            "postgresql://USER@HOST:PORT/DB"
+        },
     )
     model: str | None = field(
         default=None,
         metadata={
             "help": "model file: a state_dict of the default MLP or a TorchScript file; "
-            "unset = create and use the demo model next to the store"
+            "unset = create and use the demo model (next to a SQLite store, else in "
+            "~/.cache/streamscore)"
         },
     )
     window: float = field(
@@ -126,14 +129,6 @@ class Settings:
         default=None, metadata={"help": "write a pyinstrument HTML profile here on shutdown"}
     )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
-
-    @property
-    def sqlite_path(self) -> Path:
-        """Path of the SQLite history file named by `store`."""
-        prefix = "sqlite:///"
-        if not self.store.startswith(prefix):
-            raise ValueError(f"unsupported store URL {self.store!r}: expected sqlite:///PATH")
-        return Path(self.store[len(prefix) :])
 
 
 def parse_bool(text: str) -> bool:

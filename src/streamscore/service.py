@@ -4,6 +4,7 @@ their lifecycle. The HTTP layer talks only to this object."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -19,14 +20,23 @@ from streamscore.score.scorer import Scorer
 from streamscore.stats.counters import Counters
 from streamscore.stats.metrics import Metrics
 from streamscore.store.indexer import Indexer
+from streamscore.store.open import open_store, sqlite_path
 from streamscore.store.retention import Retention
-from streamscore.store.sqlite import SQLiteStore
 from streamscore.windows.rolling_median import RollingMedians
 from streamscore.windows.stream_time import StreamClock
 
 log = logging.getLogger(__name__)
 
 DEMO_MODEL = "demo_model.pt"
+
+
+def demo_model_path(store_url: str) -> Path:
+    """Next to a SQLite store; in the user's cache for a server store (it is deterministic)."""
+    db = sqlite_path(store_url)
+    if db is not None:
+        return db.parent / DEMO_MODEL
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "streamscore" / DEMO_MODEL
 
 
 class Service:
@@ -36,7 +46,7 @@ class Service:
         model = load_model(self._model_path())
         self.scorer = Scorer(model, threads=settings.torch_threads)
         self.decoder = EventDecoder(model.n_features)
-        self.store = SQLiteStore(settings.sqlite_path, timeout=settings.store_timeout)
+        self.store = open_store(settings.store, settings.store_timeout)
         self.model_id = self.store.register_model(model.version)
         self.counters = Counters()
         self.clock = StreamClock(settings.window)
@@ -73,7 +83,7 @@ class Service:
     def _model_path(self) -> Path:
         if self.settings.model:
             return Path(self.settings.model)
-        path = self.settings.sqlite_path.parent / DEMO_MODEL
+        path = demo_model_path(self.settings.store)
         if not path.exists():
             create_model(path)
             log.info("created demo model", extra={"path": str(path)})

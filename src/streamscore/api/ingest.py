@@ -23,7 +23,7 @@ from streamscore.ingest.validate import validate
 from streamscore.pipeline.admission import Overloaded
 from streamscore.score.scorer import ScoringFailed
 from streamscore.service import Service
-from streamscore.store.sqlite import StoreUnavailable
+from streamscore.store.base import StoreUnavailable
 
 MAX_LISTED_ERRORS = 100
 JSON_TYPES = {"application/json", ""}

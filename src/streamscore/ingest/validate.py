@@ -2,7 +2,8 @@
 
 Timestamps must be on or after 2000-01-01 and at most `max_future_skew` seconds ahead of the
 wall clock, so one event from a broken clock cannot jump stream time and empty every window.
-Features must survive the cast to float32, which the model consumes.
+Features must survive the cast to float32, which the model consumes. Ids must not contain
+NUL, which PostgreSQL text cannot hold: both stores accept exactly the same events.
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ from streamscore.batch import EventBatch, Rejection
 EPOCH_2000 = 946_684_800.0
 
 
+def _has_nul(ids: list[str] | list[str | None]) -> np.ndarray:
+    """Which ids contain NUL; one scan of the joined text in the usual case that none does."""
+    if "\0" not in "".join(i for i in ids if i is not None):
+        return np.zeros(len(ids), dtype=bool)
+    return np.array([i is not None and "\0" in i for i in ids], dtype=bool)
+
+
 def validate(
     batch: EventBatch, now: float, max_future_skew: float
 ) -> tuple[EventBatch, list[Rejection]]:
@@ -24,7 +32,8 @@ def validate(
     too_new = ts > now + max_future_skew
     with np.errstate(over="ignore", invalid="ignore"):
         bad_features = ~np.isfinite(batch.features.astype(np.float32)).all(axis=1)
-    bad = too_old | too_new | bad_features
+    bad_ids = _has_nul(batch.user_ids) | _has_nul(batch.event_ids)
+    bad = too_old | too_new | bad_features | bad_ids
     if not bad.any():
         return batch, []
     rejections = []
@@ -34,6 +43,8 @@ def validate(
         elif too_new[pos]:
             kind = "timestamp_in_future"
             reason = f"timestamp is more than {max_future_skew:g} s ahead of the server clock"
+        elif bad_ids[pos]:
+            kind, reason = "id_invalid", "user_id and event_id must not contain NUL characters"
         else:
             kind, reason = (
                 "features_out_of_range",

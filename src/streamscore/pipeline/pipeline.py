@@ -32,7 +32,7 @@ from streamscore.score.scorer import Scorer, ScoringFailed
 from streamscore.stats.counters import Counters
 from streamscore.stats.metrics import Metrics
 from streamscore.store import log_codec
-from streamscore.store.sqlite import SQLiteStore, StoreUnavailable
+from streamscore.store.base import Store, StoreUnavailable
 from streamscore.windows.rolling_median import RollingMedians
 from streamscore.windows.stream_time import StreamClock
 
@@ -61,7 +61,7 @@ class Pipeline:
     def __init__(
         self,
         scorer: Scorer,
-        store: SQLiteStore,
+        store: Store,
         windows: RollingMedians,
         clock: StreamClock,
         deduper: EventIdDeduper,

@@ -1,8 +1,8 @@
 """Background thread that moves acknowledged events from the log into the history index,
 writes out dead letters, and applies retention.
 
-Its SQL runs inside SQLite without the GIL, so on two cores it indexes in parallel with the
-hot path. A failed pass (disk full, locked) is logged and retried; the log keeps the rows.
+Its SQL runs inside the database without the GIL, so on two cores it indexes in parallel with
+the hot path. A failed pass (disk full, locked) is logged and retried; the log keeps the rows.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import logging
 import threading
 
 from streamscore.ingest.dead_letters import DeadLetters
+from streamscore.store.base import Store
 from streamscore.store.retention import Retention
-from streamscore.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 class Indexer:
     def __init__(
         self,
-        store: SQLiteStore,
+        store: Store,
         interval: float,
         dead_letters: DeadLetters,
         keep: int,

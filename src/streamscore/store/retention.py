@@ -1,7 +1,9 @@
-"""Retention: history older than `days` is deleted in the background, a bounded chunk at a time.
+"""Retention: history older than `days` is deleted in the background, a bounded step at a time.
 
-The store's background thread calls `step()` between indexing passes. A sweep walks the whole
-history key range in chunks of `chunk` rows, then rests for `rest` seconds before the next.
+The store's background thread calls `step()` between indexing passes. A sweep takes bounded
+steps until the store says it has reached the end, then rests for `rest` seconds. What a step
+is belongs to the store: SQLite deletes among the next `chunk` keys; PostgreSQL drops one
+expired day partition.
 
 >>> import tempfile, pathlib, time
 >>> from streamscore.store.sqlite import SQLiteStore
@@ -21,19 +23,19 @@ from __future__ import annotations
 
 import time
 
-from streamscore.store.sqlite import SQLiteStore
+from streamscore.store.base import RetentionCursor, Store
 
 DAY = 86_400.0
 
 
 class Retention:
-    def __init__(self, store: SQLiteStore, days: float, chunk: int = 20_000, rest: float = 5.0):
+    def __init__(self, store: Store, days: float, chunk: int = 20_000, rest: float = 5.0):
         self.store = store
         self.days = days
         self.chunk = chunk
         self.rest = rest
         self.deleted = 0
-        self._after: tuple[str, float, int] | None = None
+        self._after: RetentionCursor | None = None
         self._next_sweep = 0.0
 
     def step(self, now: float | None = None) -> int:
@@ -41,7 +43,7 @@ class Retention:
         if self.days <= 0 or time.monotonic() < self._next_sweep:
             return 0
         now = time.time() if now is None else now
-        deleted, self._after = self.store.delete_older_than(
+        deleted, self._after = self.store.expire_history(
             now - self.days * DAY, self._after, self.chunk
         )
         if self._after is None:  # the sweep reached the end of the keys

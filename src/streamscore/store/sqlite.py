@@ -27,6 +27,7 @@ from pathlib import Path
 import msgspec
 
 from streamscore.store import log_codec
+from streamscore.store.base import RetentionCursor, SchemaTooNew, StoreUnavailable
 from streamscore.store.log_codec import LoggedBatch
 
 log = logging.getLogger(__name__)
@@ -117,14 +118,6 @@ def _history_rows(first_seq: int, model_id: int, batch: LoggedBatch) -> bytes:
         strict=False,
     )
     return msgspec.json.encode(list(rows))[1:-1]
-
-
-class StoreUnavailable(RuntimeError):
-    """The store refused a write (disk full, read-only, locked): nothing of the batch is kept."""
-
-
-class SchemaTooNew(RuntimeError):
-    """The files were written by a newer streamscore; refusing to touch them."""
 
 
 def _connect(path: Path, *, timeout: float, cache_mb: int = 16) -> sqlite3.Connection:
@@ -283,14 +276,16 @@ class SQLiteStore:
             conn.execute("ROLLBACK")
             raise
 
-    def delete_older_than(self, cutoff: float, after: tuple[str, float, int] | None, chunk: int):  # type: ignore[no-untyped-def]
+    def expire_history(
+        self, cutoff: float, after: RetentionCursor | None, chunk: int
+    ) -> tuple[int, RetentionCursor | None]:
         """Delete history rows with `ts < cutoff` among the next `chunk` rows in key order after
         `after`; returns (deleted, the last key scanned or None when the scan wrapped around).
 
         History is clustered by user, so old rows are found by walking the key range in
         bounded steps: each step is one short transaction, and ingest never waits on it.
         """
-        start = after or ("", float("-inf"), -1)
+        start: tuple = after or ("", float("-inf"), -1)  # type: ignore[assignment]
         conn = self._main
         row = conn.execute(
             "SELECT user_id, ts, seq FROM history WHERE (user_id, ts, seq) > (?, ?, ?) "

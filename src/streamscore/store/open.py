@@ -1,0 +1,34 @@
+"""Pick the store named by the `--store` URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamscore.store.base import Store
+from streamscore.store.postgres import PostgresStore
+from streamscore.store.sqlite import SQLiteStore
+
+SQLITE_PREFIX = "sqlite:///"
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The history file of a `sqlite:///PATH` URL, or None for another kind of store."""
+    return Path(url[len(SQLITE_PREFIX) :]) if url.startswith(SQLITE_PREFIX) else None
+
+
+def check_store_url(url: str) -> str:
+    """The URL, if it names a store kind streamscore has; else a ValueError saying what does."""
+    if sqlite_path(url) is None and not url.startswith(POSTGRES_PREFIXES):
+        raise ValueError(
+            f"unsupported store URL {url!r}: expected sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DB"
+        )
+    return url
+
+
+def open_store(url: str, timeout: float) -> Store:
+    path = sqlite_path(check_store_url(url))
+    if path is not None:
+        return SQLiteStore(path, timeout=timeout)
+    return PostgresStore(url, timeout=timeout)
