@@ -14,6 +14,7 @@ class EventBatch:
     features: np.ndarray  # float64 [N, F], exactly as sent (stored; scored as float32)
     event_ids: list[str | None]
     index: np.ndarray  # int64 [N], position of each event in its request
+    priority: int = 1  # the highest `priority` of its events: 0 low, 1 normal, 2 high
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -28,6 +29,7 @@ class EventBatch:
             features=self.features[keep],
             event_ids=[e for e, k in zip(self.event_ids, keep, strict=True) if k],
             index=self.index[keep],
+            priority=self.priority,
         )
 
     @staticmethod
@@ -40,6 +42,7 @@ class EventBatch:
             features=np.concatenate([b.features for b in batches]),
             event_ids=[e for b in batches for e in b.event_ids],
             index=np.concatenate([b.index for b in batches]),
+            priority=max(b.priority for b in batches),
         )
 
 

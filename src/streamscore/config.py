@@ -47,6 +47,31 @@ class Settings:
     max_batch: int = field(
         default=8192, metadata={"help": "most events scored in one forward call"}
     )
+    batching: str = field(
+        default="adaptive",
+        metadata={
+            "help": "adaptive: learn the batch size and wait from measured costs, within "
+            "--latency-budget; fixed: batches of --batch-size, waiting up to --batch-max-wait"
+        },
+    )
+    latency_budget: float = field(
+        default=0.02,
+        metadata={"help": "p99 seconds of queueing wait + processing in the scoring stage"},
+    )
+    batch_size: int = field(default=1024, metadata={"help": "batch size of --batching fixed"})
+    batch_max_wait: float = field(
+        default=0.02,
+        metadata={"help": "seconds --batching fixed holds the oldest event to fill a batch"},
+    )
+    cost_per_batch: float = field(
+        default=1e-7, metadata={"help": "cost model: fixed cost of one forward call"}
+    )
+    cost_per_event: float = field(
+        default=1e-10, metadata={"help": "cost model: variable cost of one event"}
+    )
+    cost_per_second: float = field(
+        default=1.4e-5, metadata={"help": "cost model: price of one compute-second"}
+    )
     max_in_flight: int = field(
         default=262_144,
         metadata={"help": "most events accepted but not yet durable; more waits, then 503"},

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 from streamscore.batch import Rejection
+from streamscore.batching.controller import AdaptiveBatching, Batching, FixedBatching
+from streamscore.batching.cost import CostModel
 from streamscore.config import Settings
 from streamscore.ingest.dead_letters import DeadLetters
 from streamscore.ingest.decode import EventDecoder
@@ -39,6 +41,16 @@ def demo_model_path(store_url: str) -> Path:
     return cache / "streamscore" / DEMO_MODEL
 
 
+def batching_policy(settings: Settings) -> Batching:
+    cost = CostModel(settings.cost_per_batch, settings.cost_per_event, settings.cost_per_second)
+    common = {"budget": settings.latency_budget, "max_batch": settings.max_batch, "cost": cost}
+    if settings.batching == "adaptive":
+        return AdaptiveBatching(**common)
+    if settings.batching == "fixed":
+        return FixedBatching(settings.batch_size, settings.batch_max_wait, **common)
+    raise ValueError(f"--batching must be adaptive or fixed, not {settings.batching!r}")
+
+
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -64,6 +76,7 @@ class Service:
             settings.dead_letter_limit,
             self.retention,
         )
+        self.batching = batching_policy(settings)
         self.pipeline = Pipeline(
             self.scorer,
             self.store,
@@ -73,6 +86,7 @@ class Service:
             self.counters,
             self.model_id,
             settings.max_batch,
+            self.batching,
             self.admission,
             settings.max_index_lag,
             self.indexer.wake,
@@ -115,7 +129,19 @@ class Service:
             self.metrics.rejected.labels(r.kind).inc()
 
     def _gauges(self) -> dict[str, float]:
+        batching = self.batching.summary()
+        policy, fit = batching["policy"], batching["fit"]
+        p99, per_event = batching["p99_latency_ms"], batching["recent_cost_per_event"]
         return {
+            "batching_target_size": policy["target_size"],  # type: ignore[index]
+            "batching_max_wait_seconds": policy["max_wait_ms"] / 1000,  # type: ignore[index]
+            "batching_p99_latency_seconds": (p99 or 0.0) / 1000,  # type: ignore[operator]
+            "batching_arrival_rate_eps": batching["arrival_rate_eps"],  # type: ignore[dict-item]
+            "batching_fit_intercept_seconds": fit["intercept_ms"] / 1000,  # type: ignore[index]
+            "batching_fit_per_event_seconds": fit["per_event_us"] / 1e6,  # type: ignore[index]
+            "batching_prediction_error": fit["prediction_error"] or 0.0,  # type: ignore[index]
+            "batching_cost_per_event": per_event or 0.0,  # type: ignore[dict-item]
+            "batching_cost": self.batching.total_cost,
             "in_flight_events": self.admission.in_flight,
             "index_lag_events": self.pipeline.index_lag,
             "window_users": self.windows.users,

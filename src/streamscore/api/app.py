@@ -186,6 +186,30 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     @app.get(
+        "/batching",
+        response_model=schemas.BatchingResponse,
+        responses=_READ,
+        summary="The scoring stage's batching policy, fitted cost model and recent cost",
+    )
+    async def batching(request: Request) -> Response:
+        if isinstance(denied := authorize(request, write=False), Response):
+            return denied
+        return json_response(built.batching.summary())
+
+    @app.get(
+        "/batches/recent",
+        response_model=schemas.BatchesResponse,
+        responses=_READ,
+        summary="The latest forward calls: size, wait, processing, predicted time and cost",
+    )
+    async def batches_recent(
+        request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> Response:
+        if isinstance(denied := authorize(request, write=False), Response):
+            return denied
+        return json_response({"batches": built.batching.recent(limit)})
+
+    @app.get(
         "/dead-letters",
         response_model=schemas.DeadLettersResponse,
         responses={401: {"model": schemas.ErrorResponse, "description": "API key required"}},

@@ -93,3 +93,59 @@ class ReadyResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str
+
+
+class BatchingPolicy(BaseModel):
+    target_size: int = Field(description="dispatch once this many events are queued")
+    max_wait_ms: float = Field(description="or once the oldest queued event waited this long")
+    reason: str
+
+
+class BatchingFit(BaseModel):
+    ready: bool = Field(description="false during cold start (too few batches measured)")
+    intercept_ms: float = Field(description="fitted fixed time of one forward call")
+    per_event_us: float = Field(description="fitted time per event")
+    degree: int = Field(description="1: a + b*n; 2: a quadratic term predicted better")
+    prediction_error: float | None = Field(
+        description="mean |predicted - actual| / actual over recent batches"
+    )
+
+
+class CostModelShape(BaseModel):
+    per_batch: float
+    per_event: float
+    per_second: float
+
+
+class BatchingResponse(BaseModel):
+    mode: str = Field(description="adaptive or fixed")
+    policy: BatchingPolicy
+    latency_budget_ms: float
+    p99_latency_ms: float | None = Field(
+        description="p99 of queueing wait + processing over the last second's batches"
+    )
+    arrival_rate_eps: float
+    fit: BatchingFit
+    cost_model: CostModelShape
+    recent_cost_per_event: float | None = Field(description="over the last 10 s of batches")
+    batches: int
+    events: int
+    total_cost: float
+
+
+class BatchRecordShape(BaseModel):
+    id: int
+    at: float = Field(description="when the batch finished, UNIX s")
+    size: int
+    target_size: int
+    max_wait_ms: float
+    wait_ms: float = Field(description="queueing wait of the oldest event in the batch")
+    processing_ms: float
+    predicted_ms: float | None = Field(description="the fit's prediction before it ran")
+    cost: float
+    cost_per_event: float
+    high_priority: bool
+
+
+class BatchesResponse(BaseModel):
+    batches: list[BatchRecordShape] = Field(description="newest first")

@@ -6,12 +6,13 @@ decode event by event, so one bad event costs its request a second pass, never i
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
 
 from streamscore.batch import EventBatch, Rejection
+from streamscore.batching.pending import PRIORITIES
 
 MAX_USER_ID = 256
 MAX_EVENT_ID = 256
@@ -35,6 +36,7 @@ def event_type(n_features: int) -> type[msgspec.Struct]:
                 Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID)] | None,
                 None,
             ),
+            ("priority", Literal["low", "normal", "high"], "normal"),
         ],
         forbid_unknown_fields=False,
     )
@@ -101,6 +103,7 @@ class EventDecoder:
             features=features.reshape(n, self.n_features),
             event_ids=[e.event_id for e in events],
             index=np.arange(n, dtype=np.int64) if index is None else index,
+            priority=max((PRIORITIES[p] for p in {e.priority for e in events}), default=1),
         )
 
 

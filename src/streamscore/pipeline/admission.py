@@ -2,13 +2,16 @@
 
 A request that does not fit waits up to `max_wait` seconds for earlier ones to commit, then
 gets `Overloaded` (503 with Retry-After). A batch larger than the whole bound is let in alone,
-so no request is refused forever.
+so no request is refused forever. Requests whose events are all `low` priority may fill only
+`LOW_SHARE` of the bound: under overload they wait, and are refused, first.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+
+LOW_SHARE = 0.5
 
 
 class Overloaded(RuntimeError):
@@ -28,11 +31,12 @@ class Admission:
             self._changed = asyncio.Condition()
         return self._changed
 
-    def _fits(self, n: int) -> bool:
-        return self.in_flight == 0 or self.in_flight + n <= self.max_in_flight
+    def _fits(self, n: int, low: bool) -> bool:
+        bound = self.max_in_flight * (LOW_SHARE if low else 1.0)
+        return self.in_flight == 0 or self.in_flight + n <= bound
 
-    async def acquire(self, n: int) -> None:
-        await self._wait_until(lambda: self._fits(n))
+    async def acquire(self, n: int, low: bool = False) -> None:
+        await self._wait_until(lambda: self._fits(n, low))
         self.in_flight += n
 
     async def room(self) -> None:

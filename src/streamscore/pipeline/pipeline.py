@@ -2,14 +2,16 @@
 
     event loop            scorer thread                 writer thread
     ----------            -------------                 -------------
-    submit(batch) ──q──▶  coalesce requests       ──q──▶ coalesce scored groups
-      (admission)         claim event_ids               append to the log + fsync (one commit)
-                          one forward call              stream time, late events
-    await future ◀────────────────────────────────────── update windows, resolve futures
+    submit(batch) ──q──▶  claim event_ids, queue  ──q──▶ coalesce scored requests
+      (admission)         by priority; when the          append to the log + commit
+                          batching policy says so,       stream time, late events
+                          one forward call               update windows
+    await future ◀────────────────────────────────────── resolve futures
 
-Requests from many connections are coalesced twice: into one forward call, and into one
-commit. A future resolves only after the commit that holds its events, so a 2xx means durable.
-Both queues are bounded by `Admission`: requests wait for room, then get `Overloaded`.
+Requests from many connections are coalesced twice: into forward calls whose size and wait the
+batching policy chooses (`streamscore.batching`), and into one commit. A future resolves only
+after the commit that holds its events, so a 2xx means durable. Both queues are bounded by
+`Admission`: requests wait for room, then get `Overloaded`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamscore.batch import EventBatch, IngestResult
+from streamscore.batching.controller import Batching, Policy
+from streamscore.batching.pending import LOW, Pending, PendingQueue
 from streamscore.ingest.dedupe import EventIdDeduper
 from streamscore.pipeline.admission import Admission
 from streamscore.score.scorer import Scorer, ScoringFailed
@@ -47,6 +51,9 @@ class _Job:
     batch: EventBatch
     future: asyncio.Future[IngestResult]
     loop: asyncio.AbstractEventLoop
+    arrived: float  # monotonic
+    kept: EventBatch | None = None  # set by the scorer: the events not seen before
+    duplicates: int = 0
 
 
 @dataclass(slots=True)
@@ -68,6 +75,7 @@ class Pipeline:
         counters: Counters,
         model_id: int,
         max_batch: int,
+        batching: Batching,
         admission: Admission,
         max_index_lag: int,
         wake_indexer: Callable[[], None],
@@ -81,6 +89,7 @@ class Pipeline:
         self.counters = counters
         self.model_id = model_id
         self.max_batch = max_batch
+        self.batching = batching
         self.admission = admission
         self.max_index_lag = max_index_lag
         self.wake_indexer = wake_indexer
@@ -112,9 +121,9 @@ class Pipeline:
         if len(batch) == 0:
             return IngestResult()
         size = len(batch)
-        await self.admission.acquire(size)
+        await self.admission.acquire(size, low=batch.priority == LOW)
         loop = asyncio.get_running_loop()
-        job = _Job(batch, loop.create_future(), loop)
+        job = _Job(batch, loop.create_future(), loop, time.monotonic())
 
         def finished(future: asyncio.Future[IngestResult]) -> None:
             # Released when the pipeline is done with the events, even if the client left.
@@ -129,45 +138,93 @@ class Pipeline:
     # -- scorer thread -------------------------------------------------------------------
 
     def _score_loop(self) -> None:
+        """Queue arriving requests; run a forward call whenever the policy says one is due."""
+        pending = PendingQueue()
+        stopping = False
         while True:
-            jobs, stop = _drain(self._to_score, self.max_batch)
-            if jobs:
-                try:
-                    self._to_write.put(self._score(jobs))
-                except ScoringFailed as exc:  # fail the requests, keep the thread
-                    log.error("scoring failed: %s", exc)
-                    for job in jobs:
-                        _resolve(job, exc)
-            if stop:
+            now = time.monotonic()
+            policy = self.batching.policy(now)
+            oldest = pending.oldest()
+            if pending.events and (
+                stopping
+                or pending.has_high  # high priority is never held back to fill a batch
+                or pending.events >= policy.size
+                or now - oldest >= policy.max_wait  # type: ignore[operator]
+            ):
+                self._run_batch(pending, policy)
+                continue
+            if stopping:
                 self._to_write.put(_STOP)
                 return
+            timeout = None if oldest is None else max(0.0, oldest + policy.max_wait - now)
+            try:
+                items = [self._to_score.get(timeout=timeout)]
+            except queue.Empty:
+                continue
+            while True:  # take everything already queued before deciding again
+                try:
+                    items.append(self._to_score.get_nowait())
+                except queue.Empty:
+                    break
+            for item in items:
+                if item is _STOP:
+                    stopping = True
+                else:
+                    self._admit(item, pending)  # type: ignore[arg-type]
 
-    def _score(self, jobs: list[_Job]) -> list[_Scored]:
-        kept = []
-        for job in jobs:
-            fresh = self.deduper.claim(job.batch.event_ids)
-            kept.append((job, job.batch.select(fresh), int((~fresh).sum())))
-        features = np.concatenate([k.features for _, k, _ in kept]).astype(np.float32)
-        started = time.perf_counter()
+    def _admit(self, job: _Job, pending: PendingQueue) -> None:
+        """Claim the request's event_ids (a duplicate costs no inference) and queue the rest."""
+        fresh = self.deduper.claim(job.batch.event_ids)
+        job.kept = job.batch.select(fresh)
+        job.duplicates = int((~fresh).sum())
+        if not len(job.kept):
+            self._to_write.put([_Scored(job, job.kept, np.empty(0, np.float32), job.duplicates)])
+            return
+        self.batching.arrived(len(job.kept), job.arrived)
+        features = job.kept.features.astype(np.float32)
+        pending.add(Pending(job, features, job.arrived, job.batch.priority))
+
+    def _run_batch(self, pending: PendingQueue, policy: Policy) -> None:
+        slices = pending.take(min(policy.size, self.max_batch))
+        features = np.concatenate([p.features[a:b] for p, a, b in slices])
+        started = time.monotonic()
         try:
             scores = self.scorer.score(features)
-            self.metrics.inference_seconds.observe(time.perf_counter() - started)
-            self.metrics.batch_size.observe(len(features))
-        except ScoringFailed:
-            for _, batch, _ in kept:  # only the ids this batch claimed: retries stay possible
-                self.deduper.release(batch.event_ids)
-            raise
-        bounds = np.cumsum([0] + [len(k) for _, k, _ in kept])
-        return [
-            _Scored(job, batch, scores[bounds[i] : bounds[i + 1]], dups)
-            for i, (job, batch, dups) in enumerate(kept)
-        ]
+        except ScoringFailed as exc:  # fail these requests, keep the thread
+            log.error("scoring failed: %s", exc)
+            for p in {id(p): p for p, _, _ in slices}.values():
+                pending.discard(p)
+                job: _Job = p.job  # type: ignore[assignment]
+                self.deduper.release(job.kept.event_ids)  # type: ignore[union-attr]
+                _resolve(job, exc)
+            return
+        seconds = time.monotonic() - started
+        self.batching.observe(
+            policy,
+            np.array([started - p.arrived for p, _, _ in slices]),
+            np.array([b - a for _, a, b in slices]),
+            seconds,
+            high_priority=any(p.priority > 1 for p, _, _ in slices),
+        )
+        self.metrics.inference_seconds.observe(seconds)
+        self.metrics.batch_size.observe(len(features))
+        finished = []
+        offset = 0
+        for p, a, b in slices:
+            p.scores[a:b] = scores[offset : offset + b - a]
+            offset += b - a
+            p.done += b - a
+            if p.done == p.size:
+                job = p.job  # type: ignore[assignment]
+                finished.append(_Scored(job, job.kept, p.scores, job.duplicates))  # type: ignore[arg-type]
+        if finished:
+            self._to_write.put(finished)
 
     # -- writer thread -------------------------------------------------------------------
 
     def _write_loop(self) -> None:
         while True:
-            groups, stop = _drain(self._to_write, None)
+            groups, stop = _drain(self._to_write)
             scored = [s for group in groups for s in group]
             if scored:
                 try:
@@ -260,26 +317,19 @@ class Pipeline:
             self.store.truncate_log(boundary)
 
 
-def _drain(q: queue.SimpleQueue, max_events: int | None) -> tuple[list, bool]:
-    """Block for one item, then take what is already queued (up to `max_events` events)."""
+def _drain(q: queue.SimpleQueue) -> tuple[list, bool]:
+    """Block for one item, then take what is already queued; True once `_STOP` is seen."""
     items = [q.get()]
     if items[0] is _STOP:
         return [], True
-    total = _size(items[0])
-    while max_events is None or total < max_events:
+    while True:
         try:
             item = q.get_nowait()
         except queue.Empty:
-            break
+            return items, False
         if item is _STOP:
             return items, True
         items.append(item)
-        total += _size(item)
-    return items, False
-
-
-def _size(item: object) -> int:
-    return len(item.batch) if isinstance(item, _Job) else 1
 
 
 def _resolve(job: _Job, outcome: IngestResult | BaseException) -> None:
