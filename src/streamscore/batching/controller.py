@@ -222,7 +222,7 @@ class AdaptiveBatching(Batching):
         self.safety = 0.7
         self._last_feedback = 0.0
         self._candidates = np.unique(
-            np.geomspace(1, self.max_batch, 96).round().astype(np.int64)
+            np.geomspace(1, self.max_batch, 256).round().astype(np.int64)
         ).astype(np.float64)
 
     def _feedback(self, now: float) -> None:

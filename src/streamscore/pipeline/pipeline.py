@@ -28,11 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamscore.batch import EventBatch, IngestResult
-from streamscore.batching.controller import Batching, Policy
-from streamscore.batching.pending import LOW, Pending, PendingQueue
+from streamscore.batching.controller import Batching
+from streamscore.batching.pending import LOW
+from streamscore.batching.stage import ScoringStage
 from streamscore.ingest.dedupe import EventIdDeduper
 from streamscore.pipeline.admission import Admission
-from streamscore.score.scorer import Scorer, ScoringFailed
+from streamscore.score.scorer import Scorer
 from streamscore.stats.counters import Counters
 from streamscore.stats.metrics import Metrics
 from streamscore.store import log_codec
@@ -81,40 +82,42 @@ class Pipeline:
         wake_indexer: Callable[[], None],
         metrics: Metrics,
     ) -> None:
-        self.scorer = scorer
         self.store = store
         self.windows = windows
         self.clock = clock
         self.deduper = deduper
         self.counters = counters
         self.model_id = model_id
-        self.max_batch = max_batch
-        self.batching = batching
         self.admission = admission
         self.max_index_lag = max_index_lag
         self.wake_indexer = wake_indexer
         self.metrics = metrics
         self.store_ok = True
         self.retention = max(clock.window, deduper.horizon)
-        self._to_score: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._to_write: queue.SimpleQueue[_Scored | object] = queue.SimpleQueue()
         self._next_seq = store.last_seq() + 1
         self._commits: deque[tuple[int, float]] = deque()  # (last seq, stream time after)
         self._last_truncate = 0.0
-        self._threads = [
-            threading.Thread(target=self._score_loop, name="scorer", daemon=True),
-            threading.Thread(target=self._write_loop, name="writer", daemon=True),
-        ]
+        self.scoring = ScoringStage(
+            scorer,
+            batching,
+            max_batch,
+            self._prepare,
+            self._scored,
+            self._failed,
+            metrics,  # type: ignore[arg-type]
+        )
+        self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
 
     def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        self.scoring.start()
+        self._writer.start()
 
     def close(self) -> None:
         """Finish what was submitted, then stop both threads."""
-        self._to_score.put(_STOP)
-        for thread in self._threads:
-            thread.join()
+        self.scoring.close()
+        self._to_write.put(_STOP)
+        self._writer.join()
 
     async def submit(self, batch: EventBatch) -> IngestResult:
         """Resolves once every new event of `batch` is durable; raises on overload or store failure."""
@@ -132,93 +135,26 @@ class Pipeline:
                 future.exception()  # retrieved, so a departed client's error is not logged
 
         job.future.add_done_callback(finished)
-        self._to_score.put(job)
+        self.scoring.submit(job, job.arrived)
         return await asyncio.shield(job.future)
 
-    # -- scorer thread -------------------------------------------------------------------
+    # -- scorer thread (the scoring stage calls these) ---------------------------------------
 
-    def _score_loop(self) -> None:
-        """Queue arriving requests; run a forward call whenever the policy says one is due."""
-        pending = PendingQueue()
-        stopping = False
-        while True:
-            now = time.monotonic()
-            policy = self.batching.policy(now)
-            oldest = pending.oldest()
-            if pending.events and (
-                stopping
-                or pending.has_high  # high priority is never held back to fill a batch
-                or pending.events >= policy.size
-                or now - oldest >= policy.max_wait  # type: ignore[operator]
-            ):
-                self._run_batch(pending, policy)
-                continue
-            if stopping:
-                self._to_write.put(_STOP)
-                return
-            timeout = None if oldest is None else max(0.0, oldest + policy.max_wait - now)
-            try:
-                items = [self._to_score.get(timeout=timeout)]
-            except queue.Empty:
-                continue
-            while True:  # take everything already queued before deciding again
-                try:
-                    items.append(self._to_score.get_nowait())
-                except queue.Empty:
-                    break
-            for item in items:
-                if item is _STOP:
-                    stopping = True
-                else:
-                    self._admit(item, pending)  # type: ignore[arg-type]
-
-    def _admit(self, job: _Job, pending: PendingQueue) -> None:
-        """Claim the request's event_ids (a duplicate costs no inference) and queue the rest."""
+    def _prepare(self, job: _Job) -> tuple[np.ndarray, int] | None:
+        """Claim the request's event_ids (a duplicate costs no inference); its new events."""
         fresh = self.deduper.claim(job.batch.event_ids)
         job.kept = job.batch.select(fresh)
         job.duplicates = int((~fresh).sum())
         if not len(job.kept):
-            self._to_write.put([_Scored(job, job.kept, np.empty(0, np.float32), job.duplicates)])
-            return
-        self.batching.arrived(len(job.kept), job.arrived)
-        features = job.kept.features.astype(np.float32)
-        pending.add(Pending(job, features, job.arrived, job.batch.priority))
+            return None
+        return job.kept.features.astype(np.float32), job.batch.priority
 
-    def _run_batch(self, pending: PendingQueue, policy: Policy) -> None:
-        slices = pending.take(min(policy.size, self.max_batch))
-        features = np.concatenate([p.features[a:b] for p, a, b in slices])
-        started = time.monotonic()
-        try:
-            scores = self.scorer.score(features)
-        except ScoringFailed as exc:  # fail these requests, keep the thread
-            log.error("scoring failed: %s", exc)
-            for p in {id(p): p for p, _, _ in slices}.values():
-                pending.discard(p)
-                job: _Job = p.job  # type: ignore[assignment]
-                self.deduper.release(job.kept.event_ids)  # type: ignore[union-attr]
-                _resolve(job, exc)
-            return
-        seconds = time.monotonic() - started
-        self.batching.observe(
-            policy,
-            np.array([started - p.arrived for p, _, _ in slices]),
-            np.array([b - a for _, a, b in slices]),
-            seconds,
-            high_priority=any(p.priority > 1 for p, _, _ in slices),
-        )
-        self.metrics.inference_seconds.observe(seconds)
-        self.metrics.batch_size.observe(len(features))
-        finished = []
-        offset = 0
-        for p, a, b in slices:
-            p.scores[a:b] = scores[offset : offset + b - a]
-            offset += b - a
-            p.done += b - a
-            if p.done == p.size:
-                job = p.job  # type: ignore[assignment]
-                finished.append(_Scored(job, job.kept, p.scores, job.duplicates))  # type: ignore[arg-type]
-        if finished:
-            self._to_write.put(finished)
+    def _scored(self, done: list[tuple[_Job, np.ndarray]]) -> None:
+        self._to_write.put([_Scored(job, job.kept, scores, job.duplicates) for job, scores in done])
+
+    def _failed(self, job: _Job, exc: BaseException) -> None:
+        self.deduper.release(job.kept.event_ids)  # only the ids it claimed: retries stay possible
+        _resolve(job, exc)
 
     # -- writer thread -------------------------------------------------------------------
 
