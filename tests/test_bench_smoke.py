@@ -35,3 +35,21 @@ def test_bench_smoke_reports_every_phase(tmp_path: Path) -> None:
     assert report["indexing_eps"]["sqlite"] > 0 and report["indexing_eps"]["postgresql"] > 0
     assert "| durable ingest, JSON 500/batch" in result.stdout
     assert "| PostgreSQL: durable ingest" in result.stdout
+
+
+def test_batching_bench_smoke_reports_every_policy_and_shape(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.batching", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads((tmp_path / "batching-smoke.json").read_text())
+    runs = {(r["shape"], r["policy"]) for r in report["runs"]}
+    policies = {"adaptive", "fixed 1", "fixed 64", "fixed 1024"}
+    assert runs == {(s, p) for s in ("steady high", "bursty", "trickle") for p in policies}
+    assert all(r["scored_events"] > 0 and r["cost_per_event"] > 0 for r in report["runs"])
+    assert set(report["verdicts"]) == {"steady high", "bursty", "trickle"}
+    assert "| trickle | adaptive |" in result.stdout

@@ -3,18 +3,21 @@ long the oldest waiting event may be held back to fill it.
 
 `AdaptiveBatching` (the default) decides from what it measures:
 
-- the arrival rate `λ` (events/s over the last half second),
+- the arrival rate `λ` (events/s over the last 100 ms),
 - the processing time `t(n)` of a batch of `n`, fitted online by `TimeFit`,
 - the cost model (`CostModel`): cost per event `c(n) = (F + V*n + P*t(n)) / n`.
 
 For each candidate size it predicts the worst latency of an event in such a batch: the time to
 fill it, `(n - 1) / λ`, plus its processing `t(n)`, plus the wait behind the previous batch
 (M/D/1: `t(n) * u / (2(1 - u))` with utilisation `u = λ t(n) / n`). Among the sizes whose
-prediction fits `safety * budget` it takes the cheapest per event; the longest wait is the slack
+prediction fits the `allowed` latency it takes the cheapest per event; the longest wait is the slack
 that size leaves in the budget. If no size fits (overload), it takes the size with the most
-throughput and does not wait. The measured p99 of (queueing wait + processing) closes the loop:
-over budget, `safety` shrinks by 10 %; well under, it grows back by 2 % (bounded to 0.2..0.9),
-which corrects for what the model does not see (GIL contention, the other threads).
+throughput and does not wait. A backlog (more queued than the chosen size) is taken whole, up to
+`max_batch`: those events are late already, and one large call drains them fastest. The measured p99 of (queueing wait + processing) closes the loop: every 0.2 s, `allowed` moves
+by half the gap between the target (90 % of the budget) and the measured p99, within 10..90 %
+of the budget: it plans for the target at most, and for less while measurements run over. That corrects for what the model does not see (GIL contention, the other
+threads, timer slack) and lets the stage use the whole budget, which is where batches are
+cheapest. The policy is recomputed at most every `POLICY_EVERY` seconds.
 
 Cold start: until `TimeFit` has `min_samples` batches, it dispatches whatever is queued at once
 (no wait), which is the latency-safe choice.
@@ -36,9 +39,11 @@ import numpy as np
 from streamscore.batching.cost import CostModel
 from streamscore.batching.time_fit import TimeFit
 
-RATE_WINDOW = 0.5  # seconds of arrivals behind the rate estimate
+RATE_WINDOW = 0.1  # seconds of arrivals behind the rate estimate (short: bursts are seen)
 LATENCY_WINDOW = 1.0  # seconds of batches behind the measured p99
-FEEDBACK_EVERY = 0.2  # seconds between safety adjustments
+FEEDBACK_EVERY = 0.2  # seconds between adjustments of the allowed latency
+TARGET = 0.9  # of the budget: what the measured p99 is steered to (10 % for jitter)
+POLICY_EVERY = 0.005  # seconds a computed policy is reused
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,7 @@ class Policy:
     size: int  # dispatch once this many events are queued
     max_wait: float  # or once the oldest queued event has waited this long (seconds)
     reason: str
+    take: int = 0  # most events per batch (0: `size`); adaptive takes a backlog whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,8 +225,9 @@ class AdaptiveBatching(Batching):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.safety = 0.7
+        self.allowed = 0.7 * self.budget  # latency the policy plans for, steered by feedback
         self._last_feedback = 0.0
+        self._cached: tuple[float, Policy] | None = None
         self._candidates = np.unique(
             np.geomspace(1, self.max_batch, 256).round().astype(np.int64)
         ).astype(np.float64)
@@ -232,28 +239,40 @@ class AdaptiveBatching(Batching):
         p99 = self.p99_latency()
         if p99 is None:
             return
-        if p99 > self.budget:
-            self.safety = max(0.2, self.safety * 0.9)
-        elif p99 < 0.8 * self.budget:
-            self.safety = min(0.9, self.safety * 1.02)
+        gap = TARGET * self.budget - p99
+        self.allowed = min(TARGET * self.budget, max(0.1 * self.budget, self.allowed + 0.5 * gap))
+        self._cached = None
 
     def policy(self, now: float) -> Policy:
+        if self._cached is not None and now - self._cached[0] < POLICY_EVERY:
+            return self._cached[1]
+        policy = self._decide(now)
+        if self.fit.ready:
+            self._cached = (now, policy)
+        return policy
+
+    def _decide(self, now: float) -> Policy:
         if not self.fit.ready:
-            return Policy(self.max_batch, 0.0, "cold start: dispatch what is queued")
+            return Policy(
+                self.max_batch, 0.0, "cold start: dispatch what is queued", self.max_batch
+            )
         rate = self.rate(now)
         n = self._candidates
         t = self.fit.predict(n)
         if rate <= 0:
-            return Policy(1, max(0.0, self.safety * self.budget - float(t[0])), "idle")
+            wait = max(0.0, self.allowed - float(t[0]))
+            return Policy(1, wait, "idle", self.max_batch)
         rho = rate * t / n
         queueing = np.where(rho < 1, t * rho / (2 * (1 - np.minimum(rho, 0.999))), np.inf)
         latency = (n - 1) / rate + t + queueing
-        allowed = self.safety * self.budget
+        allowed = self.allowed
         fits = (rho < 0.9) & (latency <= allowed)
         if not fits.any():
             best = int(np.argmin(t / n))  # overload: the most events per second of compute
-            return Policy(int(n[best]), 0.0, "overloaded: maximum throughput")
+            return Policy(int(n[best]), 0.0, "overloaded: maximum throughput", self.max_batch)
         per_event = self.cost.per_event_cost(n, t)
         choice = int(np.flatnonzero(fits)[np.argmin(per_event[fits])])
         wait = max(0.0, allowed - float(t[choice]) - float(queueing[choice]))
-        return Policy(int(n[choice]), wait, "cheapest size within the latency budget")
+        return Policy(
+            int(n[choice]), wait, "cheapest size within the latency budget", self.max_batch
+        )

@@ -53,6 +53,7 @@ class ScoringStage:
         self.failed = failed
         self.metrics = metrics
         self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._abandon = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scorer", daemon=True)
 
     def start(self) -> None:
@@ -62,15 +63,18 @@ class ScoringStage:
         """Hand over a request that arrived at `arrived` (time.monotonic)."""
         self._inbox.put((request, arrived))
 
-    def close(self) -> None:
-        """Score everything submitted, then stop."""
+    def close(self, drain: bool = True) -> None:
+        """Score everything submitted, then stop; with `drain=False` (the benchmark, after an
+        overloaded run), stop after the current batch and leave the rest unscored."""
+        if not drain:
+            self._abandon.set()
         self._inbox.put(_STOP)
         self._thread.join()
 
     def _run(self) -> None:
         pending = PendingQueue()
         stopping = False
-        while True:
+        while not self._abandon.is_set():
             now = time.monotonic()
             policy = self.batching.policy(now)
             oldest = pending.oldest()
@@ -110,7 +114,7 @@ class ScoringStage:
         pending.add(Pending(request, features, arrived, priority))
 
     def _run_batch(self, pending: PendingQueue, policy: Policy) -> None:
-        slices = pending.take(min(policy.size, self.max_batch))
+        slices = pending.take(min(max(policy.size, policy.take), self.max_batch))
         features = np.concatenate([p.features[a:b] for p, a, b in slices])
         started = time.monotonic()
         try:
