@@ -83,7 +83,16 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=30,
         limit_concurrency=settings.max_connections,
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    closing = app.state.dashboard_closing
+    stop = server.handle_exit
+
+    def handle_exit(sig: int, frame: object) -> None:
+        closing.set()  # end dashboard streams, so that open pages do not delay the shutdown
+        stop(sig, frame)  # type: ignore[arg-type]
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
+    server.run()
     log.info("stopped")
 
 

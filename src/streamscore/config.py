@@ -150,6 +150,12 @@ class Settings:
             "0 = keep everything"
         },
     )
+    simulator_max_rps: float = field(
+        default=50_000.0, metadata={"help": "highest rate POST /simulator/start accepts"}
+    )
+    simulator_max_duration: float = field(
+        default=3600.0, metadata={"help": "longest run POST /simulator/start accepts (seconds)"}
+    )
     profile: str | None = field(
         default=None, metadata={"help": "write a pyinstrument HTML profile here on shutdown"}
     )

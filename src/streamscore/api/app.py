@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -22,6 +23,7 @@ from streamscore import __version__
 from streamscore.api import ingest as ingest_route
 from streamscore.api import profiling, schemas
 from streamscore.api.auth import ApiKeys, RateLimits
+from streamscore.api.dashboard import add_dashboard
 from streamscore.api.ingest import error, json_response
 from streamscore.api.timing import RequestTimer
 from streamscore.config import Settings
@@ -42,9 +44,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built.start()
         profiler = profiling.start() if settings.profile else None
+        sampler = asyncio.create_task(app.state.timeline.run())
         try:
             yield
         finally:
+            sampler.cancel()
+            await app.state.simulator.stop()
             if profiler is not None:
                 profiling.write_on_exit(profiler, Path(settings.profile))
                 log.info("profile written", extra={"path": settings.profile})
@@ -276,6 +281,7 @@ def create_app(settings: Settings) -> FastAPI:
             return error(409, str(exc))
         return Response(html, media_type="text/html")
 
+    add_dashboard(app, built, authorize)
     app.add_middleware(RequestTimer, histogram=built.metrics.request_seconds)
 
     return app

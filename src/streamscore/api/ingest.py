@@ -177,7 +177,25 @@ async def _ingest_json(
         if size > limit:
             raise TooLarge(f"body exceeds the {limit}-byte limit; use NDJSON for long streams")
         chunks.append(chunk)
-    body = b"".join(chunks)
+    await _process_json(service, b"".join(chunks), tally, limiter)
+
+
+async def ingest_json_body(service: Service, body: bytes) -> Tally:
+    """What `POST /ingest` does with a JSON body once it is read, counted alike: the built-in
+    simulator enters the ingest path here. Raises what the route turns into 4xx/5xx."""
+    started = time.perf_counter()
+    tally = Tally(sink=service.rejected)
+    try:
+        await service.admission.room()
+        await _process_json(service, body, tally, lambda events: 0.0)
+    finally:
+        service.counters.rejected += tally.rejected
+    service.counters.ingest_requests += 1
+    service.counters.ingest_latency.record(time.perf_counter() - started)
+    return tally
+
+
+async def _process_json(service: Service, body: bytes, tally: Tally, limiter: RateLimiter) -> None:
     if not body.strip():
         raise BodyError('empty body: expected {"events": [...]}')
     batch, rejections = service.decoder.decode_json(body)

@@ -128,6 +128,7 @@ class BatchingResponse(BaseModel):
     fit: BatchingFit
     cost_model: CostModelShape
     recent_cost_per_event: float | None = Field(description="over the last 10 s of batches")
+    recent_mean_batch: float | None = Field(description="events per batch, last 10 s")
     batches: int
     events: int
     total_cost: float
@@ -149,3 +150,41 @@ class BatchRecordShape(BaseModel):
 
 class BatchesResponse(BaseModel):
     batches: list[BatchRecordShape] = Field(description="newest first")
+
+
+class SimulatorStart(BaseModel):
+    rps: float = Field(gt=0, description="events per second (capped by --simulator-max-rps)")
+    duration_s: float = Field(gt=0, description="seconds (capped by --simulator-max-duration)")
+    users: int = Field(default=1000, ge=1, le=10_000_000)
+    late_fraction: float = Field(default=0.0, ge=0, le=1, description="share of late events")
+
+
+class SimulatorStatus(BaseModel):
+    running: bool
+    rps: float | None
+    duration_s: float | None
+    users: int | None
+    late_fraction: float | None
+    started_at: float | None
+    elapsed_s: float
+    sent_events: int
+    processed_events: int
+    rejected_events: int
+    late_events: int
+    refused_requests: int = Field(description="requests the service refused (503) and retried")
+    achieved_rps: float
+    stopped_by: str | None = Field(description="duration, request, or null while running")
+    last_error: str | None
+    max_rps: float
+    max_duration_s: float
+
+
+class MedianHistogram(BaseModel):
+    edges: list[float]
+    counts: list[float]
+
+
+class DashboardSnapshot(BaseModel):
+    samples: list[dict[str, float | None]] = Field(description="one per second, oldest first")
+    medians: MedianHistogram
+    simulator: SimulatorStatus

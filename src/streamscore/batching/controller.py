@@ -199,6 +199,7 @@ class Batching:
             },
             "cost_model": asdict(self.cost),
             "recent_cost_per_event": spent / events if events else None,
+            "recent_mean_batch": events / len(recent) if recent else None,
             "batches": self.batches,
             "events": self.events,
             "total_cost": self.total_cost,

@@ -27,6 +27,7 @@ class Workload:
         event_ids: bool = False,
         run_id: str = "run",
         templates: int | None = None,
+        features: int = 3,
     ) -> None:
         rng = np.random.default_rng(seed)
         self.batch_size = batch_size
@@ -39,13 +40,13 @@ class Workload:
             templates = max(16, min(1024, 3 * users // batch_size + 1))
         for _ in range(templates):
             user = rng.integers(0, users, batch_size)
-            features = rng.random((batch_size, 3))
+            values = rng.random((batch_size, features))
             late = rng.random(batch_size) < late_fraction
             # On-time events land up to 2 s out of order; late ones behind the window.
             offsets = np.where(
                 late, -(window + 5 + rng.random(batch_size) * 60), -rng.random(batch_size) * 2
             )
-            self._templates.append(self._template(user, features, offsets))
+            self._templates.append(self._template(user, values, offsets))
         self._next = 0
 
     def _template(
@@ -63,13 +64,8 @@ class Workload:
             if i:
                 parts.append(sep)
                 size += len(sep)
-            f = features[i]
-            start = b'{"user_id":"user-%d","features":[%.6f,%.6f,%.6f],"timestamp":' % (
-                user[i],
-                f[0],
-                f[1],
-                f[2],
-            )
+            numbers = b",".join(b"%.6f" % x for x in features[i])
+            start = b'{"user_id":"user-%d","features":[%s],"timestamp":' % (user[i], numbers)
             ts_at.append(size + len(start))
             event = start + b"0" * TS_WIDTH
             if self.event_ids:
