@@ -25,6 +25,7 @@ from streamscore.generate.workload import Workload
 log = logging.getLogger(__name__)
 
 REQUESTS_PER_SECOND = 20
+TEMPLATES = 64  # distinct request bodies, so each user's events vary
 
 
 class Outcome(Protocol):
@@ -97,12 +98,14 @@ class Simulator:
 
     async def _loop(self, run: Run) -> None:
         batch = max(1, min(2000, round(run.rps / REQUESTS_PER_SECOND)))
-        workload = Workload(
+        workload = await asyncio.to_thread(  # encoding the templates takes a moment
+            Workload,
             users=run.users,
             batch_size=batch,
             late_fraction=run.late_fraction,
             window=self.window,
             seed=int(time.time()),
+            templates=TEMPLATES,
             features=self.n_features,
         )
         total = batch * math.ceil(run.rps * run.duration_s / batch)

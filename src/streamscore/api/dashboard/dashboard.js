@@ -35,7 +35,7 @@
         width: Math.max(200, el.clientWidth),
         height: 200,
         series: [{}, ...series.map((s, i) => ({ stroke: palette[i], width: 2, ...s }))],
-        axes: options.axes,
+        axes: options.axes || [{}, { size: 64 }],
         scales: options.scales,
         legend: { show: true },
       },
@@ -67,15 +67,22 @@
     {
       axes: [
         {},
-        { scale: "n", label: "events" },
-        { scale: "usd", side: 1, label: "$", grid: { show: false }, values: (u, ticks) => ticks.map((v) => v.toPrecision(2)) },
+        { scale: "n", label: "events", size: 64 },
+        {
+          scale: "usd",
+          side: 1,
+          label: "$",
+          size: 64,
+          grid: { show: false },
+          values: (u, ticks) => ticks.map((v) => v.toPrecision(2)),
+        },
       ],
     },
   );
   makeChart(
     "chart-medians",
     [{ label: "users", fill: "#0b57d055", paths: uPlot.paths.bars({ size: [0.9] }), points: { show: false } }],
-    { scales: { x: { time: false } }, axes: [{ label: "median score" }, { label: "users" }] },
+    { scales: { x: { time: false } }, axes: [{ label: "median score" }, { label: "users", size: 64 }] },
   );
   makeChart("chart-user", [{ label: "score", width: 0, points: { show: true, size: 5 } }], {
     emptyText: "Look up a user to see their history",
@@ -121,6 +128,13 @@
     $("#sim-start").disabled = running;
     $("#sim-stop").disabled = !running;
     if (!sim || sim.started_at == null) return;
+    if (running) {
+      // Show the running run's parameters (started here or elsewhere), unless being edited.
+      for (const name of ["rps", "duration_s", "users", "late_fraction"]) {
+        const input = document.querySelector(`#simulator [name="${name}"]`);
+        if (document.activeElement !== input) input.value = sim[name];
+      }
+    }
     const progress =
       `${int(sim.sent_events)} events sent (${int(sim.processed_events)} processed, ` +
       `${int(sim.late_events)} late), ${int(sim.achieved_rps)} events/s over ${sim.elapsed_s.toFixed(0)} s`;
