@@ -10,9 +10,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,14 +88,24 @@ def test_ndjson_lines_never_raise(lines: list[bytes]) -> None:
     )
 
 
-def test_schemathesis_against_a_real_server(module_server: Server, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def fuzzed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Simulator runs the fuzzer may start are capped to 100 events/s for 1 s."""
+    server = Server(
+        tmp_path_factory.mktemp("fuzzed"), simulator_max_rps=100, simulator_max_duration=1
+    ).start()
+    yield server
+    server.stop()
+
+
+def test_schemathesis_against_a_real_server(fuzzed_server: Server, tmp_path: Path) -> None:
     report = tmp_path / "schemathesis.json"
     per_operation = 4000 if LONG else 1000
     result = subprocess.run(
         [
             Path(sys.executable).parent / "st",
             "run",
-            module_server.url + "/openapi.json",
+            fuzzed_server.url + "/openapi.json",
             "--max-examples",
             str(per_operation),
             "--checks",
@@ -104,6 +116,9 @@ def test_schemathesis_against_a_real_server(module_server: Server, tmp_path: Pat
             # Profiling holds the request for up to 60 s by design; tested in test_operations.
             "--exclude-path",
             "/admin/profile",
+            # An event stream never ends by design; its snapshots are fuzzed via /snapshot.
+            "--exclude-path",
+            "/dashboard/stream",
             "--seed",
             "20251122",
             "--workers",

@@ -115,20 +115,32 @@ def add_dashboard(app: FastAPI, service: Service, authorize: Authorize) -> None:
     @router.post(
         "/simulator/start",
         response_model=schemas.SimulatorStatus,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": schemas.SimulatorStart.model_json_schema()}
+                },
+            }
+        },
         responses={
-            400: {"model": schemas.ErrorResponse, "description": "over the configured caps"},
+            400: {"model": schemas.ErrorResponse, "description": "invalid, or over the caps"},
             401: {"model": schemas.ErrorResponse, "description": "API key required"},
             409: {"model": schemas.ErrorResponse, "description": "a run is in progress"},
         },
         summary="Run the synthetic event generator inside the service, through /ingest's path",
     )
-    async def simulator_start(request: Request, run: schemas.SimulatorStart) -> Response:
+    async def simulator_start(request: Request) -> Response:
         if isinstance(denied := authorize(request, True), Response):
             return denied
+        try:
+            run = msgspec.json.decode(await request.body(), type=Run)
+        except msgspec.DecodeError as exc:
+            return error(400, f"invalid simulator run: {exc}")
         if not all(math.isfinite(v) for v in (run.rps, run.duration_s, run.late_fraction)):
             return error(400, "rps, duration_s and late_fraction must be finite")
         try:
-            simulator.start(Run(run.rps, run.duration_s, run.users, run.late_fraction))
+            simulator.start(run)
         except SimulatorBusy as exc:
             return error(409, str(exc))
         except ValueError as exc:

@@ -152,7 +152,7 @@ class BatchesResponse(BaseModel):
     batches: list[BatchRecordShape] = Field(description="newest first")
 
 
-class SimulatorStart(BaseModel):
+class SimulatorStart(BaseModel, extra="forbid"):
     rps: float = Field(gt=0, description="events per second (capped by --simulator-max-rps)")
     duration_s: float = Field(gt=0, description="seconds (capped by --simulator-max-duration)")
     users: int = Field(default=1000, ge=1, le=10_000_000)

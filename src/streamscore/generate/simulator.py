@@ -17,8 +17,9 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Annotated, Protocol
+
+import msgspec
 
 from streamscore.generate.workload import Workload
 
@@ -41,12 +42,13 @@ class SimulatorBusy(RuntimeError):
     """A run is in progress: stop it first."""
 
 
-@dataclass(frozen=True)
-class Run:
-    rps: float
-    duration_s: float
-    users: int
-    late_fraction: float
+class Run(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One simulator run, as `POST /simulator/start` takes it."""
+
+    rps: Annotated[float, msgspec.Meta(gt=0)]
+    duration_s: Annotated[float, msgspec.Meta(gt=0)]
+    users: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 1000
+    late_fraction: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
 
 
 class Simulator:
