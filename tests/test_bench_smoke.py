@@ -1,4 +1,4 @@
-"""The benchmark runs end to end and reports every figure (seconds-long smoke run)."""
+"""The benchmarks run end to end and report every figure (seconds-long smoke runs)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_bench_smoke_reports_every_phase(tmp_path: Path) -> None:
+def smoke(module: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m MODULE --smoke`, writing its report into `out`; asserts it succeeded."""
     result = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],
+        [sys.executable, "-m", module, "--smoke", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def test_bench_smoke_reports_every_phase(tmp_path: Path) -> None:
+    result = smoke("bench.run", tmp_path)
     report = json.loads((tmp_path / "smoke.json").read_text())
     assert report["baseline_parse_eps"] > 0 and report["baseline_discard_eps"] > 0
     assert report["throughput"]["json_eps"] > 0 and report["throughput"]["ndjson_eps"] > 0
@@ -38,14 +44,7 @@ def test_bench_smoke_reports_every_phase(tmp_path: Path) -> None:
 
 
 def test_batching_bench_smoke_reports_every_policy_and_shape(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.batching", "--smoke", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    result = smoke("bench.batching", tmp_path)
     report = json.loads((tmp_path / "batching-smoke.json").read_text())
     runs = {(r["shape"], r["policy"]) for r in report["runs"]}
     policies = {"adaptive", "fixed 1", "fixed 64", "fixed 1024"}
