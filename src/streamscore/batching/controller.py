@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -69,10 +70,10 @@ class BatchRecord:
     high_priority: bool
 
 
-class Batching:
+class Batching(ABC):
     """Shared bookkeeping: the time fit, the arrival rate, batch records, measured latency."""
 
-    mode = "base"
+    mode: str
 
     def __init__(
         self,
@@ -118,7 +119,7 @@ class Batching:
         counts: np.ndarray,
         seconds: float,
         high_priority: bool = False,
-    ) -> BatchRecord:
+    ) -> None:
         """Record one finished batch: the queueing wait of each of its slices (requests) with
         their event counts, and the forward call's processing time."""
         now = self.clock()
@@ -148,9 +149,8 @@ class Batching:
             )
             self._records.append(record)
         self._feedback(now)
-        return record
 
-    def _feedback(self, now: float) -> None:
+    def _feedback(self, now: float) -> None:  # noqa: B027 (a hook, empty on purpose)
         """Adaptive policies correct themselves here; fixed ones do not."""
 
     def p99_latency(self) -> float | None:
@@ -205,8 +205,9 @@ class Batching:
             "total_cost": self.total_cost,
         }
 
+    @abstractmethod
     def policy(self, now: float) -> Policy:
-        raise NotImplementedError
+        """What to do at `now`: dispatch at how many queued events, or after how long a wait."""
 
 
 class FixedBatching(Batching):

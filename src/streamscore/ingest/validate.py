@@ -18,7 +18,7 @@ EPOCH_2000 = 946_684_800.0
 
 def _has_nul(ids: list[str] | list[str | None]) -> np.ndarray:
     """Which ids contain NUL; one scan of the joined text in the usual case that none does."""
-    if "\0" not in "".join(i for i in ids if i is not None):
+    if "\0" not in "".join(filter(None, ids)):  # type: ignore[arg-type]
         return np.zeros(len(ids), dtype=bool)
     return np.array([i is not None and "\0" in i for i in ids], dtype=bool)
 

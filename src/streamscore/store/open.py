@@ -17,18 +17,13 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url[len(SQLITE_PREFIX) :]) if url.startswith(SQLITE_PREFIX) else None
 
 
-def check_store_url(url: str) -> str:
-    """The URL, if it names a store kind streamscore has; else a ValueError saying what does."""
-    if sqlite_path(url) is None and not url.startswith(POSTGRES_PREFIXES):
-        raise ValueError(
-            f"unsupported store URL {url!r}: expected sqlite:///PATH or "
-            "postgresql://USER@HOST:PORT/DB"
-        )
-    return url
-
-
 def open_store(url: str, timeout: float) -> Store:
-    path = sqlite_path(check_store_url(url))
+    """The store of a `sqlite:///PATH` or `postgresql://...` URL; ValueError for anything else."""
+    path = sqlite_path(url)
     if path is not None:
         return SQLiteStore(path, timeout=timeout)
-    return PostgresStore(url, timeout=timeout)
+    if url.startswith(POSTGRES_PREFIXES):
+        return PostgresStore(url, timeout=timeout)
+    raise ValueError(
+        f"unsupported store URL {url!r}: expected sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+    )
