@@ -15,7 +15,11 @@ RUN useradd --create-home --uid 10001 streamscore && mkdir /data && chown stream
 USER streamscore
 VOLUME /data
 EXPOSE 8000
-ENV STREAMSCORE_HOST=0.0.0.0 STREAMSCORE_STORE=sqlite:////data/events.db
+# Keys are required on 0.0.0.0 (the service refuses to start without them): mount a file of
+# `KEY SCOPE,...` lines at /run/secrets/streamscore_api_keys (a Docker/compose secret), or set
+# STREAMSCORE_API_KEYS.
+ENV STREAMSCORE_HOST=0.0.0.0 STREAMSCORE_STORE=sqlite:////data/events.db \
+    STREAMSCORE_API_KEY_FILE=/run/secrets/streamscore_api_keys
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s \
   CMD python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/health', timeout=2)"
 CMD ["streamscore", "serve"]

@@ -16,8 +16,9 @@ import uvicorn
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from streamscore.api.ingest import Tally, json_response
+from streamscore.api.responses import json_response
 from streamscore.ingest.decode import EventDecoder
+from streamscore.ingest.request import Tally
 from streamscore.ingest.validate import validate
 
 
@@ -36,11 +37,11 @@ def create_app(mode: str) -> FastAPI:
         if mode == "parse":
             if request.headers.get("content-type", "").startswith("application/x-ndjson"):
                 lines = [line for line in body.split(b"\n") if line.strip()]
-                batch, rejections = decoder.decode_lines(lines, 0)
+                batch, rejections = decoder.decode_lines(list(enumerate(lines)))
             else:
                 batch, rejections = decoder.decode_json(body)
             batch, invalid = validate(batch, time.time(), 300.0)
-            tally.reject(rejections + invalid)
+            tally.rejected = len(rejections) + len(invalid)
             tally.processed = len(batch)
         return json_response(tally.body())
 

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.batching            # ~2 minutes; table + bench/results/batching-DATE.json
     .venv/bin/python -m bench.batching --smoke    # seconds
 
-The real scoring stage (`streamscore.batching.stage.ScoringStage`, the demo model, one torch
+The real scoring stage (`streamscore.scoring.stage.ScoringStage`, the demo model, one torch
 thread) is fed requests on a schedule by a thread of this process; each event's latency is
 from its request's arrival to the end of the forward call that scores its last event (the
 stage's queueing wait + processing). Cost per event is the service's cost model over every
@@ -28,11 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from streamscore.batching.controller import AdaptiveBatching, Batching, FixedBatching
-from streamscore.batching.cost import CostModel
-from streamscore.batching.stage import ScoringStage
-from streamscore.score.model import create_model, load_model
-from streamscore.score.scorer import Scorer
+from streamscore.events import EventBatch
+from streamscore.pipeline.job import Job
+from streamscore.scoring.cost import CostModel
+from streamscore.scoring.model import create_model, load_model
+from streamscore.scoring.policy import AdaptivePolicy, BatchingPolicy, FixedPolicy
+from streamscore.scoring.scorer import Scorer
+from streamscore.scoring.stage import ScoringStage
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET = 0.02
@@ -69,30 +71,28 @@ def schedule(shape: Shape, seconds: float) -> np.ndarray:
 
 
 def run(
-    scorer: Scorer, batching: Batching, shape: Shape, seconds: float, drain: float
+    scorer: Scorer, policy: BatchingPolicy, shape: Shape, seconds: float, drain: float
 ) -> dict[str, Any]:
     arrivals = schedule(shape, seconds)
-    features = np.random.default_rng(0).random((shape.request_events, 3)).astype(np.float32)
+    n = shape.request_events
+    features = np.random.default_rng(0).random((n, 3))
+    template = EventBatch(["bench"] * n, np.zeros(n), features, [None] * n, np.arange(n))
     done_at = np.full(len(arrivals), np.nan)
     arrived_at = np.zeros(len(arrivals))
+    number: dict[int, int] = {}  # id(job) -> its request's position in the schedule
     all_done = threading.Event()
     remaining = [len(arrivals)]
 
-    def finished(requests: list[tuple[object, np.ndarray]]) -> None:
+    def finished(jobs: list[Job]) -> None:
         now = time.monotonic()
-        for request, _ in requests:
-            done_at[request] = now  # type: ignore[index]
-        remaining[0] -= len(requests)
+        for job in jobs:
+            done_at[number[id(job)]] = now
+        remaining[0] -= len(jobs)
         if not remaining[0]:
             all_done.set()
 
     stage = ScoringStage(
-        scorer,
-        batching,
-        MAX_BATCH,
-        prepare=lambda request: (features, 1),
-        finished=finished,
-        failed=lambda request, exc: None,
+        scorer, policy, MAX_BATCH, on_scored=finished, on_failed=lambda job, exc: None
     )
     stage.start()
     start = time.monotonic()
@@ -101,32 +101,34 @@ def run(
         if delay > 0:
             time.sleep(delay)
         arrived_at[i] = time.monotonic()
-        stage.submit(i, arrived_at[i])
+        job = Job(template, duplicates=0, arrived=arrived_at[i])
+        number[id(job)] = i
+        stage.submit(job)
     all_done.wait(drain)
     cut = time.monotonic()
     unfinished = int(np.isnan(done_at).sum())
     latency = np.where(np.isnan(done_at), cut, done_at) - arrived_at
     stage.close(drain=False)  # an overloaded run would take minutes to drain
-    events = batching.events
+    events = policy.events
     return {
-        "policy": batching.mode if batching.mode == "adaptive" else f"fixed {batching.size}",  # type: ignore[attr-defined]
+        "policy": policy.mode if policy.mode == "adaptive" else f"fixed {policy.size}",  # type: ignore[attr-defined]
         "shape": shape.name,
         "offered_eps": round(len(arrivals) * shape.request_events / seconds),
         "scored_events": events,
         "unscored_events": unfinished * shape.request_events,
-        "batches": batching.batches,
-        "mean_batch": round(events / max(batching.batches, 1), 1),
-        "cost_per_event": batching.total_cost / max(events, 1),
+        "batches": policy.batches,
+        "mean_batch": round(events / max(policy.batches, 1), 1),
+        "cost_per_event": policy.total_cost / max(events, 1),
         "p50_ms": round(float(np.quantile(latency, 0.5)) * 1000, 2),
         "p99_ms": round(float(np.quantile(latency, 0.99)) * 1000, 2),
         "p99_is_lower_bound": unfinished > 0,
     }
 
 
-def policies(cost: CostModel) -> list[Batching]:
+def policies(cost: CostModel) -> list[BatchingPolicy]:
     common: dict[str, Any] = {"budget": BUDGET, "max_batch": MAX_BATCH, "cost": cost}
-    return [AdaptiveBatching(**common)] + [
-        FixedBatching(size, BUDGET, **common) for size in FIXED_SIZES
+    return [AdaptivePolicy(**common)] + [
+        FixedPolicy(size, BUDGET, **common) for size in FIXED_SIZES
     ]
 
 

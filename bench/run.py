@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from streamscore.history import chunks
 from streamscore.store import log_codec
 from streamscore.store.base import Store
 from streamscore.store.postgres import PostgresStore
@@ -226,7 +227,8 @@ def run_with_probes(
 
 
 def build_history_store(path: Path, events: int, per_user: int) -> float:
-    """A store of `events` history rows, `per_user` per user, written directly in key order."""
+    """A store of `events` history events, `per_user` per user one minute apart, written as
+    the chunker writes them (`history.chunks.split`), straight into `history_chunks`."""
     SQLiteStore(path).close()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("INSERT OR IGNORE INTO models (version, created_at) VALUES ('bench-synthetic', 0)")
@@ -234,20 +236,29 @@ def build_history_store(path: Path, events: int, per_user: int) -> float:
         "SELECT model_id FROM models WHERE version='bench-synthetic'"
     ).fetchone()
     started = time.perf_counter()
-    chunk = 2_000_000
+    step = max(per_user, 500_000 // per_user * per_user)  # whole users per flush
     base = time.time() - 86_400 * 30
-    for low in range(0, events, chunk):
-        high = min(events, low + chunk) - 1
+    rng = np.random.default_rng(0)
+    for low in range(0, events, step):
+        x = np.arange(low, min(events, low + step))
+        users = [f"hist-{u:07d}" for u in (x // per_user).tolist()]
+        rows = [
+            chunk.row()
+            for chunk in chunks.split(
+                users,
+                [None] * len(x),
+                base + (x % per_user) * 60.0,
+                rng.random(len(x)).astype(np.float32),
+                np.tile([0.1, 0.2, 0.3], (len(x), 1)),
+                x + 1,
+                np.full(len(x), model_id),
+            )
+        ]
         conn.execute("BEGIN")
-        conn.execute(
-            """
-            WITH RECURSIVE c(x) AS (SELECT ?1 UNION ALL SELECT x + 1 FROM c WHERE x < ?2)
-            INSERT INTO history (user_id, ts, seq, score, event_id, model_id, features)
-            SELECT printf('hist-%07d', x / ?3), ?4 + (x % ?3) * 60.0, x + 1,
-                   (abs(random()) % 1000000) / 1e6, NULL, ?5, '[0.1,0.2,0.3]'
-            FROM c
-            """,
-            (low, high, per_user, base, model_id),
+        conn.executemany(
+            "INSERT INTO history_chunks (user_id, min_ts, max_ts, first_seq, count, keys, records)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
         )
         conn.execute("COMMIT")
     conn.execute("UPDATE meta SET value=? WHERE key='indexed_seq'", (events,))

@@ -19,7 +19,7 @@ import msgspec
 import psycopg
 import pytest
 
-from streamscore.score.model import create_model
+from streamscore.scoring.model import create_model
 
 POSTGRES = os.environ.get("STREAMSCORE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 STORES = ["sqlite", "postgresql"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamscore.score.model import InefficientModel
+from streamscore.scoring.model import InefficientModel
 
 
 def reference_model(path: Path) -> InefficientModel:

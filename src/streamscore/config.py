@@ -30,12 +30,23 @@ class Settings:
             "~/.cache/streamscore)"
         },
     )
+    models_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "where uploaded model versions are kept (DIR/NAME/DIGEST.pt); unset = "
+            "'models' next to a SQLite store, else ~/.cache/streamscore/models"
+        },
+    )
     window: float = field(
         default=300.0, metadata={"help": "rolling-median window W in seconds of event time"}
     )
     max_future_skew: float = field(
-        default=300.0,
-        metadata={"help": "reject events whose timestamp is this many seconds ahead of the clock"},
+        default=30.0,
+        metadata={
+            "help": "reject events whose timestamp is this many seconds ahead of the clock; "
+            "keep it at most --window / 10 (a warning at start otherwise), so that one bad "
+            "clock moves stream time by a tenth of the window at most"
+        },
     )
     dedupe_horizon: float = field(
         default=300.0,
@@ -79,6 +90,34 @@ class Settings:
     max_wait: float = field(
         default=5.0,
         metadata={"help": "seconds a request waits for room in the pipeline before a 503"},
+    )
+    ack_timeout: float = field(
+        default=30.0,
+        metadata={
+            "help": "seconds a request waits for its events to become durable before a 503 "
+            "(a retry with the same event_ids is deduplicated)"
+        },
+    )
+    index_wait: float = field(
+        default=10.0,
+        metadata={
+            "help": "seconds commits wait for a lagging history index before refusing with 503"
+        },
+    )
+    max_log_events: int = field(
+        default=10_000_000,
+        metadata={
+            "help": "most events kept in the event log for recovery; beyond it the oldest "
+            "indexed commits are dropped even inside the window/dedupe horizon (a restart then "
+            "rebuilds windows and dedupe ids from the newest ones only)"
+        },
+    )
+    max_dedupe_ids: int = field(
+        default=10_000_000,
+        metadata={
+            "help": "most event_ids remembered for deduplication; beyond it the oldest are "
+            "forgotten early (counted in streamscore_dedupe_evicted_early)"
+        },
     )
     max_body_bytes: int = field(
         default=64 * 1024 * 1024, metadata={"help": "largest JSON body accepted (413 above)"}
@@ -156,10 +195,73 @@ class Settings:
     simulator_max_duration: float = field(
         default=3600.0, metadata={"help": "longest run POST /simulator/start accepts (seconds)"}
     )
+    drift: bool = field(
+        default=True, metadata={"help": "monitor inputs and scores for drift (GET /drift)"}
+    )
+    drift_reference_events: int = field(
+        default=10_000,
+        metadata={"help": "drift: events after start that form each value's reference"},
+    )
+    drift_window: int = field(
+        default=10_000, metadata={"help": "drift: the current window, in most recent events"}
+    )
+    drift_psi: float = field(
+        default=0.2, metadata={"help": "drift: a value drifts when its PSI exceeds this"}
+    )
+    drift_p: float = field(
+        default=0.001,
+        metadata={
+            "help": "drift: ... or when its KS p-value is below this (divided by the number of "
+            "values monitored)"
+        },
+    )
+    drift_min_events: int = field(
+        default=1000,
+        metadata={"help": "drift: events a breach (or its end) must last to raise (or clear)"},
+    )
     profile: str | None = field(
         default=None, metadata={"help": "write a pyinstrument HTML profile here on shutdown"}
     )
+    features: str = field(
+        default="default",
+        metadata={
+            "help": "feature file (TOML, see docs/features.md); 'default' = the set shipped "
+            "with the package, 'off' = compute no features"
+        },
+    )
+    features_default_version: str | None = field(
+        default=None,
+        metadata={"help": "feature version served without ?version= (default: the last declared)"},
+    )
+    features_checkpoint_every: float = field(
+        default=30.0,
+        metadata={"help": "seconds between feature-state checkpoints (a restart replays since)"},
+    )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    insecure: bool = field(
+        default=False,
+        metadata={"help": "allow listening on a non-loopback address without API keys"},
+    )
+    max_in_flight_bytes: int = field(
+        default=256 * 1024 * 1024,
+        metadata={
+            "help": "most request-body bytes being read or decoded at once; more waits "
+            "--max-wait, then 503"
+        },
+    )
+    max_ndjson_bytes: int = field(
+        default=1024**3, metadata={"help": "longest NDJSON body in bytes (413 after)"}
+    )
+    max_ndjson_seconds: float = field(
+        default=600.0, metadata={"help": "longest NDJSON body in seconds (408 after)"}
+    )
+    shutdown_delay: float = field(
+        default=0.0,
+        metadata={
+            "help": "seconds between SIGTERM and closing the listener, while /ready and "
+            "new ingest answer 503 (lets a load balancer drain this instance)"
+        },
+    )
 
 
 def parse_bool(text: str) -> bool:

@@ -1,152 +1,132 @@
-"""`POST /ingest`: read the body (whole JSON, or NDJSON as it streams), decode, validate, submit.
+"""`POST /ingest` over HTTP: content type, authorization, reading the body (whole JSON, or
+NDJSON as it streams, each with a stall timeout), and each failure mapped to its status and
+counted in `streamscore_refusals_total{reason}`.
 
-NDJSON is processed in chunks of `ndjson_chunk` lines while the body is still arriving, with
-one chunk in the pipeline and the next being read, so an arbitrarily long body needs memory
-for two chunks only.
-"""
+A JSON body's declared length is counted against admission's byte bound before a byte of it is
+read (a chunked body, as it arrives), so at most `--max-in-flight-bytes` of bodies are buffered
+at once, whatever the number of connections."""
 
 from __future__ import annotations
 
 import asyncio
-import math
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 
 import msgspec
-from starlette.requests import Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from streamscore.batch import EventBatch, IngestResult, Rejection
-from streamscore.ingest.decode import BodyError
-from streamscore.ingest.validate import validate
+from streamscore.api import schemas
+from streamscore.api.auth import Authorizer, Caller, RateLimits
+from streamscore.api.responses import error, json_response
+from streamscore.ingest.decode import BodyError, event_type
+from streamscore.ingest.request import IngestRequest, RateLimited, TooLarge, TooSlow
 from streamscore.pipeline.admission import Overloaded
-from streamscore.score.scorer import ScoringFailed
+from streamscore.pipeline.pipeline import AckTimeout
+from streamscore.scoring.scorer import ScoringFailed
 from streamscore.service import Service
 from streamscore.store.base import StoreUnavailable
 
-MAX_LISTED_ERRORS = 100
 JSON_TYPES = {"application/json", ""}
 NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl"}
-
-
-class TooLarge(ValueError):
-    """Answered with 413."""
-
-
-class RateLimited(RuntimeError):
-    """The key's token bucket is empty: 429 with Retry-After."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"rate limit exceeded; retry in {retry_after:.2f} s")
-        self.retry_after = retry_after
 
 
 class BodyTimeout(TimeoutError):
     """The client stopped sending its body: 408."""
 
 
-RateLimiter = Callable[[int], float]  # events -> seconds to wait (0: go)
+def router(service: Service, authorizer: Authorizer, limits: RateLimits) -> APIRouter:
+    routes = APIRouter()
+    settings = service.settings
 
-
-@dataclass
-class Tally:
-    """What a request came to so far."""
-
-    processed: int = 0
-    duplicates: int = 0
-    late: int = 0
-    rejections: list[Rejection] = field(default_factory=list)
-    rejected: int = 0
-    sink: Callable[[list[Rejection]], None] | None = None  # dead letters and metrics
-
-    def reject(self, rejections: list[Rejection]) -> None:
-        self.rejected += len(rejections)
-        if self.sink is not None and rejections:
-            self.sink(rejections)
-        room = MAX_LISTED_ERRORS - len(self.rejections)
-        if room > 0:
-            self.rejections.extend(rejections[:room])
-
-    def add(self, result: IngestResult) -> None:
-        self.processed += result.processed
-        self.duplicates += result.duplicates
-        self.late += result.late
-
-    def body(self) -> dict[str, object]:
-        return {
-            "processed": self.processed,
-            "rejected": self.rejected,
-            "duplicates": self.duplicates,
-            "late": self.late,
-            "errors": [{"index": r.index, "error": r.error} for r in self.rejections],
-            "errors_truncated": self.rejected > len(self.rejections),
-        }
-
-
-def json_response(
-    body: object, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(msgspec.json.encode(body), status, headers, media_type="application/json")
-
-
-def error(status: int, message: str, retry_after: float = 1.0, **extra: object) -> Response:
-    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if status in (429, 503) else None
-    return json_response({"error": message, **extra}, status, headers)
-
-
-async def ingest(request: Request, service: Service, limiter: RateLimiter) -> Response:
-    started = time.perf_counter()
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    tally = Tally(sink=service.rejected)
-    try:
-        await service.admission.room()
-        if content_type in JSON_TYPES:
-            await _ingest_json(request, service, tally, limiter)
-        elif content_type in NDJSON_TYPES:
-            await _ingest_ndjson(request, service, tally, limiter)
-        else:
+    @routes.post(
+        "/ingest",
+        response_model=schemas.IngestResponse,
+        responses={
+            400: {"model": schemas.ErrorResponse, "description": "body unreadable; nothing stored"},
+            413: {"model": schemas.ErrorResponse, "description": "body or event count too large"},
+            401: {"model": schemas.ErrorResponse, "description": "API key required"},
+            403: {"model": schemas.ErrorResponse, "description": "key lacks the ingest scope"},
+            408: {"model": schemas.ErrorResponse, "description": "body stalled"},
+            415: {"model": schemas.ErrorResponse, "description": "unsupported content type"},
+            429: {"model": schemas.ErrorResponse, "description": "rate limit of the key"},
+            503: {"model": schemas.ErrorResponse, "description": "overloaded or store failing"},
+        },
+        openapi_extra={"requestBody": _request_body(service.decoder.n_features)},
+        summary="Score and store events; 200 means every processed event is durable",
+    )
+    async def ingest(
+        request: Request,
+        caller: Caller = Depends(authorizer.require("ingest")),  # noqa: B008 (FastAPI's idiom)
+    ) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in JSON_TYPES | NDJSON_TYPES:
             return error(
                 415,
                 f"unsupported content type {content_type!r}: use application/json or "
                 "application/x-ndjson",
             )
-    except BodyError as exc:
-        return error(400, str(exc))
-    except TooLarge as exc:
-        return error(413, str(exc))
-    except BodyTimeout as exc:
-        return error(408, str(exc))
-    except RateLimited as exc:
-        extra = {"processed": tally.processed} if tally.processed else {}
-        return error(429, str(exc), exc.retry_after, **extra)
-    except (Overloaded, StoreUnavailable) as exc:
-        extra = {"processed": tally.processed} if tally.processed else {}
-        return error(503, str(exc), **extra)
-    except ScoringFailed as exc:
-        extra = {"processed": tally.processed} if tally.processed else {}
-        return error(500, str(exc), **extra)
-    finally:
-        service.counters.rejected += tally.rejected
-    service.counters.ingest_requests += 1
-    service.counters.ingest_latency.record(time.perf_counter() - started)
-    return json_response(tally.body())
+        ingest = IngestRequest(service, lambda events: limits.take(caller.key_id, events))
+        try:
+            await service.admission.room()
+            if content_type in JSON_TYPES:
+                await ingest.json(await _whole_body(request, ingest, settings.max_body_bytes))
+            else:
+                await ingest.ndjson(_chunks(request, settings.body_timeout))
+        except BodyError as exc:
+            return refuse("bad_body", error(400, str(exc)))
+        except TooLarge as exc:
+            return refuse("too_large", error(413, str(exc), **_processed(ingest)))
+        except (BodyTimeout, TooSlow) as exc:
+            return refuse("body_timeout", error(408, str(exc), **_processed(ingest)))
+        except RateLimited as exc:
+            return refuse(
+                "rate_limited", error(429, str(exc), exc.retry_after, **_processed(ingest))
+            )
+        except (Overloaded, StoreUnavailable) as exc:
+            return refuse(_reason(exc), error(503, str(exc), **_processed(ingest)))
+        except ScoringFailed as exc:
+            return refuse("scoring_failed", error(500, str(exc), **_processed(ingest)))
+        finally:
+            ingest.release()
+        ingest.finish()
+        return json_response(ingest.tally.body())
+
+    def refuse(reason: str, response: Response) -> Response:
+        service.metrics.refusals.labels(reason).inc()
+        return response
+
+    def _reason(exc: Exception) -> str:
+        if isinstance(exc, StoreUnavailable):
+            return "store_unavailable"
+        if isinstance(exc, AckTimeout):
+            return "ack_timeout"
+        return "shutting_down" if service.admission.closing else "overloaded"
+
+    async def _whole_body(request: Request, ingest: IngestRequest, limit: int) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit():
+            if int(declared) > limit:
+                raise TooLarge(
+                    f"body of {declared} bytes exceeds the {limit}-byte limit; use NDJSON"
+                )
+            await ingest.hold(int(declared))
+        chunks = []
+        size = 0
+        async for chunk in _chunks(request, settings.body_timeout):
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"body exceeds the {limit}-byte limit; use NDJSON for long streams")
+            if size > ingest.held_bytes:  # chunked: counted as it arrives
+                await ingest.hold(size - ingest.held_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    return routes
 
 
-async def _submit(
-    service: Service,
-    batch: EventBatch,
-    rejections: list[Rejection],
-    tally: Tally,
-    limiter: RateLimiter,
-) -> None:
-    settings = service.settings
-    batch, invalid = validate(batch, time.time(), settings.max_future_skew)
-    tally.reject(sorted(rejections + invalid, key=lambda r: r.index))
-    wait = limiter(len(batch))
-    if wait > 0:
-        raise RateLimited(wait)
-    tally.add(await service.pipeline.submit(batch))
+def _processed(ingest: IngestRequest) -> dict[str, int]:
+    """NDJSON: what was already durable when the request failed."""
+    return {"processed": ingest.tally.processed} if ingest.tally.processed else {}
 
 
 async def _chunks(request: Request, idle_timeout: float) -> AsyncIterator[bytes]:
@@ -163,111 +143,56 @@ async def _chunks(request: Request, idle_timeout: float) -> AsyncIterator[bytes]
         yield chunk
 
 
-async def _ingest_json(
-    request: Request, service: Service, tally: Tally, limiter: RateLimiter
-) -> None:
-    limit = service.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit; use NDJSON")
-    chunks = []
-    size = 0
-    async for chunk in _chunks(request, service.settings.body_timeout):
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"body exceeds the {limit}-byte limit; use NDJSON for long streams")
-        chunks.append(chunk)
-    await _process_json(service, b"".join(chunks), tally, limiter)
-
-
-async def ingest_json_body(service: Service, body: bytes) -> Tally:
-    """What `POST /ingest` does with a JSON body once it is read, counted alike: the built-in
-    simulator enters the ingest path here. Raises what the route turns into 4xx/5xx."""
-    started = time.perf_counter()
-    tally = Tally(sink=service.rejected)
-    try:
-        await service.admission.room()
-        await _process_json(service, body, tally, lambda events: 0.0)
-    finally:
-        service.counters.rejected += tally.rejected
-    service.counters.ingest_requests += 1
-    service.counters.ingest_latency.record(time.perf_counter() - started)
-    return tally
-
-
-async def _process_json(service: Service, body: bytes, tally: Tally, limiter: RateLimiter) -> None:
-    if not body.strip():
-        raise BodyError('empty body: expected {"events": [...]}')
-    batch, rejections = service.decoder.decode_json(body)
-    count = len(batch) + len(rejections)
-    if count > service.settings.max_events_per_request:
-        raise TooLarge(
-            f"{count} events exceed the limit of {service.settings.max_events_per_request} "
-            "per JSON request; split it or use NDJSON"
-        )
-    await _submit(service, batch, rejections, tally, limiter)
-
-
-async def _ingest_ndjson(
-    request: Request, service: Service, tally: Tally, limiter: RateLimiter
-) -> None:
-    settings = service.settings
-    lines: list[bytes] = []
-    rejections: list[Rejection] = []
-    first_index = 0  # index of lines[0]
-    next_index = 0
-    tail = b""
-    skipping = False  # inside a line that is over the limit
-    in_flight = None
-
-    async def flush() -> None:
-        """Decode the lines read so far, wait for the previous chunk, then submit this one."""
-        nonlocal lines, rejections, first_index, in_flight
-        batch, bad = service.decoder.decode_lines(lines, first_index) if lines else (None, [])
-        pending = rejections + bad
-        lines, rejections, first_index = [], [], next_index
-        if in_flight is not None:
-            await in_flight
-            in_flight = None
-        if batch is None:
-            tally.reject(pending)
-        else:
-            in_flight = asyncio.ensure_future(_submit(service, batch, pending, tally, limiter))
-
-    async for chunk in _chunks(request, settings.body_timeout):
-        parts = (tail + chunk).split(b"\n")
-        tail = parts.pop()
-        for part in parts:
-            if skipping:
-                skipping = False
-                continue
-            line = part.strip()
-            if not line:
-                continue
-            if len(line) > settings.max_line_bytes:
-                rejections.append(_overlong(next_index, settings.max_line_bytes, line))
-            else:
-                if not lines:
-                    first_index = next_index
-                lines.append(line)
-            next_index += 1
-            if len(lines) >= settings.ndjson_chunk:
-                await flush()
-        if not skipping and len(tail) > settings.max_line_bytes:
-            rejections.append(_overlong(next_index, settings.max_line_bytes, tail))
-            next_index += 1
-            tail = b""
-            skipping = True
-        elif skipping:
-            tail = b""
-    if tail.strip() and not skipping:
-        if not lines:
-            first_index = next_index
-        lines.append(tail.strip())
-        next_index += 1
-    await flush()
-    await flush()  # waits for the last chunk
-
-
-def _overlong(index: int, limit: int, start: bytes) -> Rejection:
-    return Rejection(index, f"line longer than {limit} bytes", start[:1024], "line_too_long")
+def _request_body(n_features: int) -> dict[str, object]:
+    (_event,), components = msgspec.json.schema_components([event_type(n_features)])
+    event = components["Event"]
+    envelope = {
+        "type": "object",
+        "required": ["events"],
+        "properties": {
+            "events": {
+                "type": "array",
+                # Items are checked one by one: a bad event is rejected in the 200 response
+                # with its index and reason, never the whole request.
+                "items": {"description": "an event, see x-event", "x-event": event},
+            }
+        },
+    }
+    examples = [
+        {
+            "user_id": "user-1",
+            "timestamp": 1767225600.0,
+            "features": [round(0.1 * (i + 1), 1) for i in range(n_features)],
+            "event_id": "order-17",
+        },
+        {
+            "user_id": "user-2",
+            "timestamp": 1767225601.5,
+            "features": [0.0] * n_features,
+            "priority": "high",
+        },
+    ]
+    lines = "".join(msgspec.json.encode(e).decode() + "\n" for e in examples)
+    return {
+        "required": True,
+        "description": "`application/json`: one object with an `events` list, at most "
+        "--max-body-bytes. `application/x-ndjson`: one event object per line, read as it "
+        "streams, for bodies of any length. The two events of the JSON example as NDJSON:\n\n"
+        # In words, not as an NDJSON media-type example: fuzzers (schemathesis) cannot
+        # serialize NDJSON and report such an example as an error.
+        f"```\n{lines}```",
+        "content": {
+            "application/json": {
+                "schema": envelope,
+                "examples": {
+                    "two events": {
+                        "summary": "two events, one with an event_id (retries never double-count)",
+                        "value": {"events": examples},
+                    }
+                },
+            },
+            "application/x-ndjson": {
+                "schema": {"type": "string", "description": "one event object per line"}
+            },
+        },
+    }

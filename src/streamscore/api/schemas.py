@@ -6,6 +6,8 @@ schemathesis checks every response against them, so they cannot drift unnoticed)
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -95,7 +97,7 @@ class HealthResponse(BaseModel):
     status: str
 
 
-class BatchingPolicy(BaseModel):
+class BatchingDecision(BaseModel):
     target_size: int = Field(description="dispatch once this many events are queued")
     max_wait_ms: float = Field(description="or once the oldest queued event waited this long")
     reason: str
@@ -119,7 +121,7 @@ class CostModelShape(BaseModel):
 
 class BatchingResponse(BaseModel):
     mode: str = Field(description="adaptive or fixed")
-    policy: BatchingPolicy
+    policy: BatchingDecision
     latency_budget_ms: float
     p99_latency_ms: float | None = Field(
         description="p99 of queueing wait + processing over the last second's batches"
@@ -152,11 +154,19 @@ class BatchesResponse(BaseModel):
     batches: list[BatchRecordShape] = Field(description="newest first")
 
 
+class SimulatorDrift(BaseModel, extra="forbid"):
+    features: list[int] = Field(description="indices of the inputs to move")
+    after_s: float = Field(default=0.0, ge=0, description="seconds into the run")
+    shift: float = Field(default=0.0, description="added to each chosen input")
+    scale: float = Field(default=1.0, description="multiplies each chosen input first")
+
+
 class SimulatorStart(BaseModel, extra="forbid"):
     rps: float = Field(gt=0, description="events per second (capped by --simulator-max-rps)")
     duration_s: float = Field(gt=0, description="seconds (capped by --simulator-max-duration)")
     users: int = Field(default=1000, ge=1, le=10_000_000)
     late_fraction: float = Field(default=0.0, ge=0, le=1, description="share of late events")
+    drift: SimulatorDrift | None = Field(default=None, description="drift on purpose")
 
 
 class SimulatorStatus(BaseModel):
@@ -188,3 +198,33 @@ class DashboardSnapshot(BaseModel):
     samples: list[dict[str, float | None]] = Field(description="one per second, oldest first")
     medians: MedianHistogram
     simulator: SimulatorStatus
+    models: dict[str, Any] = Field(description="active version, last swap, shadow, experiment")
+    drift: dict[str, Any] = Field(description="monitored values by PSI, recent change points")
+
+
+class DriftRange(BaseModel):
+    events: int
+    start: float | None
+    end: float | None
+
+
+class DriftValue(BaseModel):
+    name: str = Field(description="features[i], a computed feature, or score@<model version>")
+    psi: float | None
+    ks: float | None
+    ks_p_value: float | None
+    wasserstein: float | None
+    drifted: bool
+    since: float | None = Field(description="event time the current state began")
+    reference: DriftRange
+    current: DriftRange
+
+
+class DriftResponse(BaseModel):
+    values: list[DriftValue]
+    alerts: list[dict[str, Any]]
+    change_points: list[dict[str, Any]]
+
+
+class RepinResponse(BaseModel):
+    reference_events: int

@@ -20,7 +20,9 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Protocol
 
 import msgspec
+import numpy as np
 
+from streamscore.events import SIMULATED_PREFIX
 from streamscore.generate.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,16 @@ class SimulatorBusy(RuntimeError):
     """A run is in progress: stop it first."""
 
 
+class Drift(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """From `after_s` seconds into the run, the chosen inputs become `value * scale + shift`
+    (inputs are uniform on [0, 1) otherwise, standard deviation 0.29)."""
+
+    features: list[Annotated[int, msgspec.Meta(ge=0)]]
+    after_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    shift: float = 0.0
+    scale: float = 1.0
+
+
 class Run(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One simulator run, as `POST /simulator/start` takes it."""
 
@@ -49,6 +61,7 @@ class Run(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     duration_s: Annotated[float, msgspec.Meta(gt=0)]
     users: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 1000
     late_fraction: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    drift: Drift | None = None
 
 
 class Simulator:
@@ -86,6 +99,8 @@ class Simulator:
             raise ValueError(
                 f"duration_s {run.duration_s:g} exceeds the cap of {self.max_duration:g}"
             )
+        if run.drift is not None and any(i >= self.n_features for i in run.drift.features):
+            raise ValueError(f"drift.features must be below the model's {self.n_features} inputs")
         self._reset()
         self.run = run
         self.started_at = time.time()
@@ -98,10 +113,15 @@ class Simulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task  # type: ignore[misc]
 
-    async def _loop(self, run: Run) -> None:
-        batch = max(1, min(2000, round(run.rps / REQUESTS_PER_SECOND)))
-        workload = await asyncio.to_thread(  # encoding the templates takes a moment
-            Workload,
+    def _workload(self, run: Run, batch: int, drift: Drift | None) -> Workload:
+        """Encoding the templates takes a moment: called in a thread. Users are in the `sim:`
+        namespace, which real events may not use."""
+        shift = scale = None
+        if drift is not None:
+            shift, scale = np.zeros(self.n_features), np.ones(self.n_features)
+            shift[drift.features] = drift.shift
+            scale[drift.features] = drift.scale
+        return Workload(
             users=run.users,
             batch_size=batch,
             late_fraction=run.late_fraction,
@@ -109,6 +129,18 @@ class Simulator:
             seed=int(time.time()),
             templates=TEMPLATES,
             features=self.n_features,
+            user_prefix=SIMULATED_PREFIX + "user-",
+            shift=shift,
+            scale=scale,
+        )
+
+    async def _loop(self, run: Run) -> None:
+        batch = max(1, min(2000, round(run.rps / REQUESTS_PER_SECOND)))
+        workload = await asyncio.to_thread(self._workload, run, batch, None)
+        drifted = (
+            None
+            if run.drift is None
+            else await asyncio.to_thread(self._workload, run, batch, run.drift)
         )
         total = batch * math.ceil(run.rps * run.duration_s / batch)
         begin = time.monotonic()
@@ -121,7 +153,10 @@ class Simulator:
                     await asyncio.sleep(ahead / run.rps)
                     continue
                 try:
-                    outcome = await self.ingest(workload.body(time.time()))
+                    source = workload
+                    if drifted is not None and elapsed >= run.drift.after_s:  # type: ignore[union-attr]
+                        source = drifted
+                    outcome = await self.ingest(source.body(time.time()))
                 except Exception as exc:  # refused (overload, store) or failed: back off
                     self.refused_requests += 1
                     self.last_error = str(exc)

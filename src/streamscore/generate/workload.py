@@ -28,19 +28,28 @@ class Workload:
         run_id: str = "run",
         templates: int | None = None,
         features: int = 3,
+        user_prefix: str = "user-",
+        shift: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
     ) -> None:
+        """`shift`/`scale` (one per feature) move the feature distribution: drift on purpose."""
         rng = np.random.default_rng(seed)
         self.batch_size = batch_size
         self.ndjson = ndjson
         self.event_ids = event_ids
         self.run_id = run_id
         self.content_type = "application/x-ndjson" if ndjson else "application/json"
+        self._user_prefix = user_prefix.encode()
         self._templates = []
         if templates is None:  # enough bodies that every user appears
             templates = max(16, min(1024, 3 * users // batch_size + 1))
         for _ in range(templates):
             user = rng.integers(0, users, batch_size)
             values = rng.random((batch_size, features))
+            if scale is not None:
+                values = values * scale
+            if shift is not None:
+                values = values + shift
             late = rng.random(batch_size) < late_fraction
             # On-time events land up to 2 s out of order; late ones behind the window.
             offsets = np.where(
@@ -65,7 +74,11 @@ class Workload:
                 parts.append(sep)
                 size += len(sep)
             numbers = b",".join(b"%.6f" % x for x in features[i])
-            start = b'{"user_id":"user-%d","features":[%s],"timestamp":' % (user[i], numbers)
+            start = b'{"user_id":"%s%d","features":[%s],"timestamp":' % (
+                self._user_prefix,
+                user[i],
+                numbers,
+            )
             ts_at.append(size + len(start))
             event = start + b"0" * TS_WIDTH
             if self.event_ids:

@@ -1,7 +1,8 @@
 """What the pipeline, the indexer and the API need from an event store, whichever it is.
 
 A store keeps two things: a durable log (one row per group commit, written before any ack) and
-a history index that a background thread fills from the log. `streamscore.store.open.open_store` picks the
+history chunks (one row per user and flush, `streamscore.history.chunks`) that a background
+thread writes from the log and compacts. `streamscore.store.open.open_store` picks the
 implementation from the `--store` URL.
 """
 
@@ -25,7 +26,7 @@ class SchemaTooNew(RuntimeError):
 
 class Store(Protocol):
     index_chunk: int
-    indexed_seq: int  # every event with seq <= this is in the history index
+    indexed_seq: int  # every event with seq <= this is in history chunks
 
     def register_model(self, version: str) -> int: ...
     def counters(self) -> dict[str, float]: ...
@@ -47,6 +48,11 @@ class Store(Protocol):
 
     # indexer thread
     def index_pending(self) -> int: ...
+    def compact(self) -> int:
+        """Merge small chunks of the users that gathered enough of them; returns the number of
+        events rewritten (0: nothing to do)."""
+        ...
+
     def add_dead_letters(self, rows: list[tuple[float, int, str, str]], keep: int) -> None: ...
     def expire_history(
         self, cutoff: float, after: RetentionCursor | None, chunk: int
@@ -55,6 +61,32 @@ class Store(Protocol):
     # any thread
     def history(
         self, user_id: str, since: float, until: float, after: tuple[float, int], limit: int
-    ) -> Sequence[Sequence[float]]: ...
+    ) -> Sequence[Sequence[float]]:
+        """`[(ts, score, seq), ...]` for one user, ordered by (ts, seq), strictly after `after`:
+        from the chunks and the acknowledged batches not chunked yet, in one snapshot."""
+        ...
+
+    def export_rows(
+        self, since: float, until: float, users: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, bytes]]:
+        """`(user_id, records JSON)` of every chunk that may hold events in [since, until] (of
+        `users` only, when given), in storage order, then the acknowledged batches not chunked
+        yet as chunks, in seq order, from one snapshot. Callers filter the records by time."""
+        ...
+
+    def model_versions(self) -> dict[int, str]:
+        """Every registered model: its store id (the records' `model_id`) and version."""
+        ...
+
+    def scan(
+        self, after: int, until: int | None = None, batch: int = 65_536
+    ) -> Iterator[tuple[int, LoggedBatch]]:
+        """Every event with `after < seq <= until` (default: all), in seq order, as
+        (first seq, batch) (see `streamscore.store.scan`), from one snapshot; chunks are read
+        only when the log no longer holds seq `after + 1`."""
+        ...
+
+    def save_state(self, key: str, value: bytes) -> None: ...
+    def load_state(self, key: str) -> bytes | None: ...
     def dead_letters(self, since: float, limit: int) -> list[tuple[int, float, int, str, str]]: ...
     def close(self) -> None: ...

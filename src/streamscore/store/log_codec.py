@@ -21,13 +21,19 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
+Attributes = dict[str, float | str | bool]
 
-class _Batch(msgspec.Struct):
+
+class _Batch(msgspec.Struct, omit_defaults=True):
     u: list[str]
     e: list[str | None]
     t: bytes
     s: bytes
     f: bytes
+    y: list[str | None] | None = None  # event types, when any event has one
+    a: list[Attributes | None] | None = None  # attributes, when any event has them
+    m: bytes | None = None  # int32 model id per event, when not the batch's one model
+    v: list[str | None] | None = None  # experiment variant per event, while one runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,10 @@ class LoggedBatch:
     timestamps: np.ndarray
     scores: np.ndarray
     features: np.ndarray
+    event_types: list[str | None] | None = None
+    attributes: list[Attributes | None] | None = None
+    model_ids: np.ndarray | None = None  # None: every event has the batch's model
+    variants: list[str | None] | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -49,7 +59,13 @@ def encode(
     timestamps: np.ndarray,
     scores: np.ndarray,
     features: np.ndarray,
+    *,
+    event_types: list[str | None] | None = None,
+    attributes: list[Attributes | None] | None = None,
+    model_ids: np.ndarray | None = None,
+    variants: list[str | None] | None = None,
 ) -> bytes:
+    """The optional columns are left out when absent, so old and new batches read alike."""
     return _encoder.encode(
         _Batch(
             u=user_ids,
@@ -57,6 +73,10 @@ def encode(
             t=timestamps.astype("<f8", copy=False).tobytes(),
             s=scores.astype("<f4", copy=False).tobytes(),
             f=np.ascontiguousarray(features, dtype="<f8").tobytes(),
+            y=event_types,
+            a=attributes,
+            m=None if model_ids is None else model_ids.astype("<i4", copy=False).tobytes(),
+            v=variants,
         )
     )
 
@@ -70,4 +90,8 @@ def decode(blob: bytes) -> LoggedBatch:
         timestamps=np.frombuffer(raw.t, dtype="<f8"),
         scores=np.frombuffer(raw.s, dtype="<f4"),
         features=np.frombuffer(raw.f, dtype="<f8").reshape(n, -1),
+        event_types=raw.y,
+        attributes=raw.a,
+        model_ids=None if raw.m is None else np.frombuffer(raw.m, dtype="<i4"),
+        variants=raw.v,
     )

@@ -3,7 +3,7 @@
 (() => {
   const $ = (selector) => document.querySelector(selector);
   const KEEP = 600; // samples (one per second)
-  const state = { samples: [], medians: { edges: [], counts: [] }, sim: null, lastT: 0 };
+  const state = { samples: [], medians: { edges: [], counts: [] }, sim: null, models: null, drift: null, lastT: 0 };
 
   // -- formatting ------------------------------------------------------------------------
   const dash = "–";
@@ -37,6 +37,7 @@
         series: [{}, ...series.map((s, i) => ({ stroke: palette[i], width: 2, ...s }))],
         axes: options.axes || [{}, { size: 64 }],
         scales: options.scales,
+        hooks: options.hooks,
         legend: { show: true },
       },
       [[], ...series.map(() => [])],
@@ -56,7 +57,24 @@
     charts[id].empty.hidden = hasData;
   }
 
-  makeChart("chart-throughput", [{ label: "events/s" }]);
+  // Drift change points as vertical marks on the throughput chart's time axis.
+  function markChanges(u) {
+    const points = (state.drift && state.drift.change_points) || [];
+    const ctx = u.ctx;
+    ctx.save();
+    ctx.strokeStyle = "#b06000";
+    ctx.lineWidth = 2;
+    for (const p of points) {
+      const x = u.valToPos(p.time, "x", true);
+      if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+      ctx.beginPath();
+      ctx.moveTo(x, u.bbox.top);
+      ctx.lineTo(x, u.bbox.top + u.bbox.height);
+      ctx.stroke();
+    }
+    ctx.restore();
+  }
+  makeChart("chart-throughput", [{ label: "events/s" }], { hooks: { draw: [markChanges] } });
   makeChart("chart-latency", [{ label: "p50 ms" }, { label: "p99 ms" }]);
   makeChart(
     "chart-batch",
@@ -120,6 +138,67 @@
     const centers = counts.map((_, i) => (edges[i] + edges[i + 1]) / 2);
     setChart("chart-medians", [centers, counts], counts.length > 0);
     renderSimulator();
+    renderModels();
+    renderDrift();
+  }
+
+  function renderDrift() {
+    const d = state.drift;
+    const measured = d ? d.values.filter((v) => v.psi != null) : [];
+    $("#drift-empty").hidden = measured.length > 0;
+    $("#drift").hidden = measured.length === 0;
+    $("#drift tbody").replaceChildren(
+      ...measured.map((v) => {
+        const row = document.createElement("tr");
+        const stateText = v.drifted ? "drifted" : "ok";
+        for (const text of [v.name, num(v.psi), stateText]) {
+          const cell = document.createElement("td");
+          cell.textContent = text;
+          row.append(cell);
+        }
+        row.dataset.drifted = String(v.drifted);
+        return row;
+      }),
+    );
+  }
+
+  function renderModels() {
+    const m = state.models;
+    if (!m) return;
+    setStat("active_model", m.active || dash);
+    const swap = m.last_swap;
+    setStat("last_swap", swap ? `${ms(swap.pause_seconds * 1e3)} / ${int(swap.rescored_events)}` : dash);
+    const sh = m.shadow;
+    setStat("shadow_version", sh ? sh.version : "none");
+    setStat("shadow_fit", sh ? `${num(sh.correlation)} / ${num(sh.mean_abs_difference)}` : dash);
+    setStat(
+      "shadow_p99",
+      sh && sh.primary_p99_seconds != null
+        ? `${ms(sh.primary_p99_seconds * 1e3)} / ${ms(sh.shadow_p99_seconds * 1e3)}`
+        : dash,
+    );
+    const exp = m.experiment;
+    const table = $("#experiment");
+    table.hidden = !exp;
+    if (!exp) return;
+    $("#experiment-caption").textContent = `Experiment ${exp.name} (${exp.status})`;
+    const body = table.querySelector("tbody");
+    body.replaceChildren(
+      ...exp.variants.map((v) => {
+        const row = document.createElement("tr");
+        const rate =
+          v.conversion_rate == null
+            ? dash
+            : `${num(100 * v.conversion_rate)} % [${num(100 * v.interval[0])}, ${num(100 * v.interval[1])}]`;
+        for (const text of [v.name, v.model, int(v.users), int(v.events), int(v.conversions), rate]) {
+          const cell = document.createElement("td");
+          cell.textContent = text;
+          row.append(cell);
+        }
+        return row;
+      }),
+    );
+    $("#experiment-decision").textContent = exp.decision;
   }
 
   function renderSimulator() {
@@ -154,6 +233,8 @@
     if (state.samples.length > KEEP) state.samples.splice(0, state.samples.length - KEEP);
     if (message.medians) state.medians = message.medians;
     if (message.simulator) state.sim = message.simulator;
+    if (message.models) state.models = message.models;
+    if (message.drift) state.drift = message.drift;
     render();
   }
 

@@ -1,0 +1,1 @@
+"""Declarative, exact, versioned per-user features over event-time windows (issue 14)."""

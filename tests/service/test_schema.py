@@ -1,0 +1,45 @@
+"""Each store creates its schema itself and refuses one written by a newer streamscore."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from ..conftest import Server
+
+BUMP = {
+    "sqlite": "UPDATE meta SET value = 99 WHERE key = 'schema_version'",
+    "postgresql": "UPDATE schema_version SET version = 99",
+}
+
+
+def test_a_newer_schema_is_refused_with_a_clear_error(
+    tmp_path: Path, server_factory, store_kind: str
+) -> None:  # type: ignore[no-untyped-def]
+    server: Server = server_factory(store_kind=store_kind)
+    with server.client() as client:  # the schema was created on the way up
+        assert client.get("/users/u/history").json()["history"] == []
+    server.stop()
+    server.query(BUMP[store_kind])
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamscore",
+            "serve",
+            "--store",
+            str(server.options["store"]),
+            "--model",
+            str(tmp_path / "store" / "demo_model.pt"),
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "schema version 99" in result.stderr and "knows 3" in result.stderr
+    server.query(BUMP[store_kind].replace("99", "3"))  # the version this release knows
+    server.start()  # the version it knows starts again, data intact

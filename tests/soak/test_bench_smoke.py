@@ -1,0 +1,54 @@
+"""The benchmarks run end to end and report every figure (seconds-long smoke runs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def smoke(module: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m MODULE --smoke`, writing its report into `out`; asserts it succeeded."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def test_bench_smoke_reports_every_phase(tmp_path: Path) -> None:
+    result = smoke("bench.run", tmp_path)
+    report = json.loads((tmp_path / "smoke.json").read_text())
+    assert report["baseline_parse_eps"] > 0 and report["baseline_discard_eps"] > 0
+    assert report["throughput"]["json_eps"] > 0 and report["throughput"]["ndjson_eps"] > 0
+    assert report["half_rate"]["median"]["n"] > 0
+    assert report["half_rate"]["visible_in_history"]["n"] > 0
+    assert report["history"]["n"] > 0
+    for users in (10_000, 100_000):
+        memory = report[f"memory_{users}_users"]
+        assert memory["windowed_events"] > 0
+        assert memory["medians_equal_after_restart"] is True
+    postgres = report["postgresql"]
+    assert postgres["throughput"]["json_eps"] > 0 and not postgres["throughput"]["json_errors"]
+    assert postgres["half_rate"]["visible_in_history"]["n"] > 0
+    assert report["indexing_eps"]["sqlite"] > 0 and report["indexing_eps"]["postgresql"] > 0
+    assert "| durable ingest, JSON 500/batch" in result.stdout
+    assert "| PostgreSQL: durable ingest" in result.stdout
+
+
+def test_batching_bench_smoke_reports_every_policy_and_shape(tmp_path: Path) -> None:
+    result = smoke("bench.batching", tmp_path)
+    report = json.loads((tmp_path / "batching-smoke.json").read_text())
+    runs = {(r["shape"], r["policy"]) for r in report["runs"]}
+    policies = {"adaptive", "fixed 1", "fixed 64", "fixed 1024"}
+    assert runs == {(s, p) for s in ("steady high", "bursty", "trickle") for p in policies}
+    assert all(r["scored_events"] > 0 and r["cost_per_event"] > 0 for r in report["runs"])
+    assert set(report["verdicts"]) == {"steady high", "bursty", "trickle"}
+    assert "| trickle | adaptive |" in result.stdout
