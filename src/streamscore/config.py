@@ -243,7 +243,9 @@ class Settings:
         metadata={"help": "allow listening on a non-loopback address without API keys"},
     )
     max_in_flight_bytes: int = field(
-        default=256 * 1024 * 1024,
+        # Bodies are held until answered, with their decoded events: 64 MiB of small-event
+        # JSON decodes to about 1.2M events waiting for room, a few hundred MB.
+        default=64 * 1024 * 1024,
         metadata={
             "help": "most request-body bytes being read or decoded at once; more waits "
             "--max-wait, then 503"

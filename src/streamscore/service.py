@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from streamscore.config import Settings
-from streamscore.drift.watch import DriftWatch
+from streamscore.drift.watch import DriftWatch, input_names
 from streamscore.events import EventBatch, Rejection
 from streamscore.experiments.book import ExperimentBook, ExperimentObserver
 from streamscore.features import definitions as feature_definitions
@@ -104,7 +104,7 @@ class Service:
         self.recovery_seconds = self._recover()
         self.features = self._features(inputs)
         self.drift = DriftWatch(
-            raw,
+            input_names(raw, inputs.names if inputs is not None else ()),
             lambda: self.scorer.version,
             settings.drift_window,
             self.store,

@@ -3,10 +3,13 @@ the reference re-pins to recent events; both need their scopes."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ..conftest import Server, wait_until
 
@@ -98,3 +101,43 @@ def test_references_survive_a_restart(server_factory, store_kind: str) -> None: 
         send(client, rng, 3000, 0.5, 1500)  # compared with the restored reference at once
         drifted = {v["name"] for v in client.get("/drift").json()["values"] if v["drifted"]}
         assert "features[1]" in drifted
+
+
+class ReadsOneComputedFeature(torch.nn.Module):
+    """Three raw inputs, then `events_1h` (the sidecar's `raw: true` order)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n_features = 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0] + 0.01 * x[:, 3]
+
+
+def test_a_computed_feature_the_model_reads_is_monitored(server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model = tmp_path / "reader.pt"
+    torch.jit.script(ReadsOneComputedFeature()).save(str(model))
+    sidecar = {"features": ["events_1h"], "raw": True}
+    model.with_suffix(".features.json").write_text(json.dumps(sidecar))
+    server: Server = server_factory(model=model, drift_reference_events=2000, drift_window=2000)
+    rng = np.random.default_rng(5)
+    with server.client() as client:
+        send(client, rng, 3000, 0.0, 0)  # 300 users, 10 events each within the hour
+        values = {v["name"]: v for v in client.get("/drift").json()["values"]}
+        version = client.get("/stats").json()["model_version"]
+        names = ["features[0]", "features[1]", "features[2]", "events_1h", f"score@{version}"]
+        assert sorted(values) == sorted(names)
+        assert values["events_1h"]["reference"]["events"] == 2000
+        assert not any(v["drifted"] for v in values.values())
+        # The same raw inputs, but from 30 users: each user's count in the hour climbs far
+        # beyond the reference's 1..10, so only the computed input (and the score) drift.
+        now = time.time()
+        for _ in range(8):  # 4,000 events
+            events = [
+                {"user_id": f"busy{i % 30}", "timestamp": now, "features": row}
+                for i, row in enumerate(rng.normal(size=(500, 3)).tolist())
+            ]
+            assert client.post("/ingest", json={"events": events}).json()["processed"] == 500
+        report = client.get("/drift").json()
+    drifted = {v["name"] for v in report["values"] if v["drifted"]}
+    assert "events_1h" in drifted and not drifted & {"features[0]", "features[1]", "features[2]"}

@@ -10,7 +10,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from streamscore import __version__
 from streamscore.api import (
@@ -27,10 +29,11 @@ from streamscore.api import (
 from streamscore.api.auth import ApiKeys, Authorizer, Denied, RateLimits
 from streamscore.api.dashboard import add_dashboard
 from streamscore.api.docs import add_docs
-from streamscore.api.responses import json_response
+from streamscore.api.responses import error, json_response
 from streamscore.api.timing import RequestTimer
 from streamscore.config import Settings
 from streamscore.service import Service
+from streamscore.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,27 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(Denied)
     async def denied(request: Request, exc: Denied) -> Response:
         return json_response({"error": str(exc)}, exc.status, exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        """Errors as `{"error": ...}`. A 405's `Allow` lists the methods of every route on the
+        path: Starlette names only the first route's, and a path may have several."""
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            allowed = {
+                method
+                for route in app.router.routes
+                if route.matches(request.scope)[0] != Match.NONE
+                for method in getattr(route, "methods", None) or ()
+            }
+            headers["Allow"] = ", ".join(sorted(allowed))
+        return json_response({"error": str(exc.detail)}, exc.status_code, headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
+        """A read the store could not serve (unreachable, restarting): retry, not a 500."""
+        service.metrics.refusals.labels("store_unavailable").inc()
+        return error(503, str(exc))
 
     limits = RateLimits(settings.rate_limit, settings.rate_burst)
     app.include_router(ingest.router(service, authorizer, limits))

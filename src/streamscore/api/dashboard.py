@@ -120,7 +120,7 @@ def add_dashboard(app: FastAPI, service: Service, authorizer: Authorizer) -> Non
             "requestBody": {
                 "required": True,
                 "content": {
-                    "application/json": {"schema": schemas.SimulatorStart.model_json_schema()}
+                    "application/json": {"schema": schemas.body_schema(schemas.SimulatorStart)}
                 },
             }
         },

@@ -41,7 +41,7 @@ def router(service: Service, authorizer: Authorizer) -> APIRouter:
         openapi_extra={
             "requestBody": {
                 "required": False,
-                "content": {"application/json": {"schema": msgspec.json.schema(Repin)}},
+                "content": {"application/json": {"schema": schemas.body_schema(Repin)}},
             }
         },
         responses={

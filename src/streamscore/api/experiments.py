@@ -46,7 +46,7 @@ def router(service: Service, authorizer: Authorizer) -> APIRouter:
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": msgspec.json.schema(ExperimentBody)}},
+                "content": {"application/json": {"schema": schemas.body_schema(ExperimentBody)}},
             }
         },
         responses={

@@ -30,7 +30,7 @@ def _body_schema() -> dict[str, object]:
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": msgspec.json.schema(VersionBody)}},
+            "content": {"application/json": {"schema": schemas.body_schema(VersionBody)}},
         }
     }
 

@@ -8,7 +8,37 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from pydantic import BaseModel, Field
+
+
+def body_schema(model: type) -> dict[str, Any]:
+    """A request body's JSON schema (a msgspec Struct or a pydantic model) with its `$defs`
+    inlined: an operation's `openapi_extra` cannot add to the document's components, and a
+    `#/$defs/...` reference there resolves nowhere (fuzzers skip what they cannot resolve).
+
+    >>> from streamscore.api.experiments import ExperimentBody
+    >>> body_schema(ExperimentBody)["properties"]["outcome"]["properties"]
+    {'event_type': {'type': 'string'}}
+    """
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        schema = model.model_json_schema()
+    else:
+        schema = msgspec.json.schema(model)
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                rest = {k: inline(v) for k, v in node.items() if k != "$ref"}
+                return {**inline(definitions[ref.removeprefix("#/$defs/")]), **rest}
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
 
 
 class EventError(BaseModel):

@@ -1,6 +1,8 @@
 """Drift monitoring in the serving path: the commit step feeds each group of acknowledged events
-(raw inputs and scores) to a `DriftMonitor` after acknowledging them, so the check costs the ack
-nothing; `/drift`, `/metrics` and the dashboard read it under the same lock.
+to a `DriftMonitor` after acknowledging them, so the check costs the ack nothing; `/drift`,
+`/metrics` and the dashboard read it under the same lock. Monitored: every column the model
+reads (raw `features[i]`, and computed features when the model's sidecar names them, as the
+model saw them) and the active model's score.
 
 It also keeps the last `window_events` raw rows, so `POST /drift/reference` can re-pin the
 reference to the most recent events without touching the store.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,38 +36,46 @@ STATE_KEY = "drift"
 SAVE_EVERY = 30.0  # seconds between saves of the references
 
 
-def value_names(n_features: int, model_version: str) -> list[str]:
-    return [f"features[{i}]" for i in range(n_features)] + [f"score@{model_version}"]
+def input_names(raw_width: int, computed: Sequence[str] = ()) -> list[str]:
+    """The names of the model's input columns, in order: raw features, then computed ones.
+
+    >>> input_names(2, ["events_1h"])
+    ['features[0]', 'features[1]', 'events_1h']
+    """
+    return [f"features[{i}]" for i in range(raw_width)] + list(computed)
 
 
 class DriftWatch(Collector):
     def __init__(
         self,
-        n_features: int,
+        inputs: list[str],
         active_version: Callable[[], str],
         window_events: int,
         store: Store,
         **monitor: Any,
     ) -> None:
-        """`active_version()` names the scoring model: when it changes (an activation), the
-        score is monitored under the new name, against a reference collected afresh."""
+        """`inputs` names the model's input columns (`input_names`); `active_version()` names
+        the scoring model: when it changes (an activation), the score is monitored under the
+        new name, against a reference collected afresh."""
         self.active_version = active_version
-        names = value_names(n_features, active_version())
+        names = [*inputs, f"score@{active_version()}"]
         _warm_up()
         fresh = DriftMonitor(names, window_events=window_events, **monitor)
         self.monitor = _restored(store.load_state(STATE_KEY), fresh) or fresh
         self.store = store
         self._saved = time.monotonic()
         self.lock = threading.Lock()
-        self._recent = np.zeros((window_events, n_features + 1))
+        self._recent = np.zeros((window_events, len(names)))
         self._recent_ts = np.zeros(window_events)
         self._recent_count = 0  # rows ever written to the ring
 
-    def update(self, events: EventBatch, scores: np.ndarray, clock: StreamClock) -> None:
+    def observe(
+        self, events: EventBatch, inputs: np.ndarray, scores: np.ndarray, clock: StreamClock
+    ) -> None:
         """Called by the commit step with the events it just acknowledged."""
         if not len(events):
             return
-        rows = np.column_stack([events.features, scores.astype(np.float64)])
+        rows = np.column_stack([inputs.astype(np.float64), scores.astype(np.float64)])
         with self.lock:
             score = f"score@{self.active_version()}"
             if self.monitor.names[-1] != score:

@@ -170,11 +170,13 @@ class ExperimentBook:
 
 
 class ExperimentObserver:
-    """The book as a commit-step observer (`WindowedStatistic` shape)."""
+    """The book as a commit-step `Observer`."""
 
     def __init__(self, book: ExperimentBook, events_total: Any) -> None:
         self.book = book
         self.events_total = events_total  # a callable: the service's committed-event total
 
-    def update(self, events: EventBatch, scores: np.ndarray, clock: StreamClock) -> None:
+    def observe(
+        self, events: EventBatch, inputs: np.ndarray, scores: np.ndarray, clock: StreamClock
+    ) -> None:
         self.book.observe(events, scores, self.events_total())

@@ -42,6 +42,15 @@ class Recorder(Protocol):
     def append(self, item: tuple[EventBatch, np.ndarray], /) -> None: ...
 
 
+class Observer(Protocol):
+    """Sees each acknowledged group after its ack (drift, experiments): the events, the rows the
+    model read (raw features and computed ones, float32), and the scores."""
+
+    def observe(
+        self, events: EventBatch, inputs: np.ndarray, scores: np.ndarray, clock: StreamClock
+    ) -> None: ...
+
+
 class _Call:
     """A function to run on the commit thread between two groups (a model swap's steps)."""
 
@@ -60,7 +69,7 @@ class Committer:
         store: Store,
         clock: StreamClock,
         statistics: list[WindowedStatistic],
-        observers: list[WindowedStatistic],
+        observers: list[Observer],
         deduper: EventIdDeduper,
         counters: Counters,
         metrics: Metrics,
@@ -229,7 +238,7 @@ class Committer:
             offset += job.size
         for observer in self.observers:
             try:
-                observer.update(events, scores, clock)
+                observer.observe(events, inputs, scores, clock)
             except Exception:  # an observer's bug must not fail what is already acknowledged
                 log.exception("observer %s failed", type(observer).__name__)
         self._maybe_truncate()

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from streamscore.history import chunks as chunk_codec
 from streamscore.history.compaction import TARGET, Compaction
@@ -528,12 +528,32 @@ class PostgresStore:
 
     # -- readers (any thread) -------------------------------------------------------------
 
+    @contextmanager
+    def _reader(self) -> Iterator[psycopg.Connection]:
+        """A checked connection from the pool. After the server drops every connection (a
+        restart, a failover) the pool's first wait can time out while it reconnects, so a
+        timeout is tried once more; a store still unreachable is a `StoreUnavailable` (503)."""
+        for attempt in (1, 2):
+            try:
+                conn = self._pool.getconn()
+            except PoolTimeout as exc:
+                if attempt == 2:
+                    raise StoreUnavailable(f"no PostgreSQL connection for reads: {exc}") from exc
+                continue
+            try:
+                yield conn
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailable(f"PostgreSQL read failed: {exc}") from exc
+            finally:
+                self._pool.putconn(conn)
+            return
+
     def history(
         self, user_id: str, since: float, until: float, after: tuple[float, int], limit: int
     ) -> list[tuple[float, float, int]]:
         """A REPEATABLE READ snapshot on a pooled connection (see `Store.history`)."""
         known = max(self.indexed_seq, self._tail.high)  # batches up to here are chunked or held
-        with self._pool.connection() as conn:
+        with self._reader() as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 tail = snapshot_keys(
@@ -593,14 +613,14 @@ class PostgresStore:
             conn.close()
 
     def model_versions(self) -> dict[int, str]:
-        with self._pool.connection() as conn:
+        with self._reader() as conn:
             return dict(conn.execute("SELECT model_id, version FROM models").fetchall())
 
     def scan(
         self, after: int, until: int | None = None, batch: int = 65_536
     ) -> Iterator[tuple[int, LoggedBatch]]:
         """A REPEATABLE READ snapshot on a pooled connection (see `Store.scan`)."""
-        with self._pool.connection() as conn:
+        with self._reader() as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 indexed = _indexed_seq(conn)
@@ -630,7 +650,7 @@ class PostgresStore:
         yield from found
 
     def save_state(self, key: str, value: bytes) -> None:
-        with self._pool.connection() as conn:
+        with self._reader() as conn:
             conn.execute(
                 "INSERT INTO state VALUES (%s, %s, %s) ON CONFLICT (key) DO UPDATE "
                 "SET value = excluded.value, updated_at = excluded.updated_at",
@@ -638,12 +658,12 @@ class PostgresStore:
             )
 
     def load_state(self, key: str) -> bytes | None:
-        with self._pool.connection() as conn:
+        with self._reader() as conn:
             row = conn.execute("SELECT value FROM state WHERE key = %s", (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
     def dead_letters(self, since: float, limit: int) -> list[tuple[int, float, int, str, str]]:
-        with self._pool.connection() as conn:
+        with self._reader() as conn:
             return conn.execute(
                 "SELECT id, received_at, idx, error, raw FROM dead_letters "
                 "WHERE received_at >= %s ORDER BY id LIMIT %s",

@@ -49,7 +49,8 @@ def test_events_with_types_convert_users_through_the_commit_observer(tmp_path: P
     book.start("buy", VARIANTS, OUTCOME, events_total=0)
     observer = ExperimentObserver(book, lambda: 4)
     rows = [("a", 1.0, "view"), ("a", 2.0, "purchase"), ("b", 1.0, "purchase"), ("b", 0.5, None)]
-    observer.update(event_batch(rows), np.ones(4, np.float32), CLOCK)
+    events = event_batch(rows)
+    observer.observe(events, events.features.astype(np.float32), np.ones(4, np.float32), CLOCK)
     result = book.result("buy")
     assert result is not None
     by_user = {u: VARIANTS[book.running.assign([u])[0]].name for u in "ab"}  # type: ignore[union-attr]
