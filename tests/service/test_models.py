@@ -17,7 +17,9 @@ from streamscore.scoring.scorer import Scorer
 
 from ..conftest import Server, wait_until
 
-NOW = time.time()
+# In the past: tests stamp events up to NOW + 100, and the server refuses events more than
+# --max-future-skew (30 s) ahead of its clock.
+NOW = time.time() - 200
 BUDGET = 0.02  # --latency-budget
 # Margin on the p99 of ingest requests around a swap: this is a two-core machine that other
 # test servers share, where requests without any swap already reach tens of milliseconds.
@@ -41,7 +43,7 @@ def events(user: str, features: np.ndarray, start: float = NOW) -> list[dict]:
 
 def ingest(client: httpx.Client, batch: list[dict]) -> None:
     r = client.post("/ingest", json={"events": batch})
-    assert r.status_code == 200, r.text
+    assert r.status_code == 200 and r.json()["rejected"] == 0, r.text
 
 
 def upload(client: httpx.Client, name: str, data: bytes) -> httpx.Response:
@@ -185,11 +187,14 @@ def test_swap_under_load_fails_nothing_and_never_mixes(tmp_path: Path, server_fa
             t.join()
         assert not failures, failures[:3]
         around = [s for start, s in latencies if swaps[0][0] - 0.5 <= start <= swaps[-1][2]]
-        assert len(around) > 20
-        p99 = float(np.quantile(around, 0.99))
+        before = [s for start, s in latencies if start < swaps[0][0] - 0.5]
+        assert len(around) > 20 and len(before) > 20
+        p99, p99_before = (float(np.quantile(x, 0.99)) for x in (around, before))
+        print(f"ingest p99: {p99_before * 1e3:.1f} ms before the swaps, {p99 * 1e3:.1f} ms around")
+        print("swaps:", [swap for _, swap, _ in swaps])
         assert p99 <= BUDGET + SWAP_P99_MARGIN, (p99, statistics.median(around))
-        for _, swap, _ in swaps:
-            assert swap["pause_seconds"] <= 0.25, swap
+        for _, swap, _ in swaps:  # what a swap holds the commit thread for: within the budget
+            assert swap["pause_seconds"] <= BUDGET, swap
         # Windows hold only the active model's scores: each median is m2's over all events.
         for user in users[:5]:
             rows = np.concatenate(sent[user])
@@ -280,13 +285,19 @@ def test_experiment_over_http(tmp_path: Path, server_factory, store_kind: str) -
             model = m2 if variant[user] == "treatment" else demo
             expected = float(np.median(scores(model, sent[user])))
             assert median_of(client, user) == pytest.approx(expected, abs=1e-6)
-        result = client.get("/experiments/checkout").json()
-        counts = {v["name"]: (v["users"], v["events"]) for v in result["variants"]}
         treated = sum(v == "treatment" for v in variant.values())
-        assert counts == {
+        want = {
             "control": (len(users) - treated, 3 * (len(users) - treated)),
             "treatment": (treated, 3 * treated),
         }
+
+        def counted() -> dict | None:  # experiments observe each group just after its ack
+            result = client.get("/experiments/checkout").json()
+            counts = {v["name"]: (v["users"], v["events"]) for v in result["variants"]}
+            return result if counts == want else None
+
+        result = wait_until(counted)
+        assert result, client.get("/experiments/checkout").json()
         assert result["status"] == "running" and 0 <= result["p_value"] <= 1
         panel = client.get("/dashboard/snapshot").json()["models"]["experiment"]
         assert panel["name"] == "checkout" and panel["variants"] == result["variants"]
@@ -298,6 +309,9 @@ def test_experiment_over_http(tmp_path: Path, server_factory, store_kind: str) -
         assert f'streamscore_model_events_total{{version="{version}"}} {3.0 * treated}' in metrics
         stored = wait_until(lambda: len(rows := variants_stored(server)) == 3 * len(users) and rows)
         assert stored and all(v == variant[u] for u, v in stored)
+        for user in users[:6]:  # history returns the variant of each event
+            rows = client.get(f"/users/{user}/history").json()["history"]
+            assert [r["variant"] for r in rows] == [variant[user]] * 3
     server.restart()
     with server.client() as client:
         assert client.get("/experiments/checkout").json()["variants"] == result["variants"]
@@ -305,4 +319,6 @@ def test_experiment_over_http(tmp_path: Path, server_factory, store_kind: str) -
         assert stopped["status"] == "stopped"
         ingest(client, events(users[0], sent[users[0]], NOW + 100))
         assert client.get("/experiments/checkout").json()["variants"] == result["variants"]
+        rows = client.get(f"/users/{users[0]}/history").json()["history"]
+        assert [r.get("variant") for r in rows] == [variant[users[0]]] * 3 + [None] * 3
         assert client.get("/experiments/nope").status_code == 404

@@ -73,7 +73,11 @@ def router(service: Service, authorizer: Authorizer) -> APIRouter:
         return json_response(
             {
                 "user_id": user_id,
-                "history": [{"timestamp": ts, "score": score} for ts, score, _ in rows],
+                "history": [
+                    {"timestamp": ts, "score": score}
+                    | ({"variant": variant} if variant is not None else {})
+                    for ts, score, _, variant in rows
+                ],
                 "next_cursor": next_cursor,
             }
         )

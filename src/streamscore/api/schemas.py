@@ -73,6 +73,10 @@ class MedianResponse(BaseModel):
 class HistoryPoint(BaseModel):
     timestamp: float
     score: float
+    variant: str | None = Field(
+        default=None,
+        description="the experiment variant whose model scored the event (absent outside one)",
+    )
 
 
 class HistoryResponse(BaseModel):

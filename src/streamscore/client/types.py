@@ -79,6 +79,7 @@ class Median(msgspec.Struct, frozen=True):
 class HistoryPoint(msgspec.Struct, frozen=True):
     timestamp: float
     score: float
+    variant: str | None = None  # the experiment variant that scored it, while one ran
 
 
 class HistoryPage(msgspec.Struct):

@@ -9,6 +9,9 @@ partitions) at the exact day boundary. It comes in two parts:
   Uncompressed: a page decodes it with `np.frombuffer`. zlib (level 1) shrinks a 16,384-event
   key set to about 53 % (the seqs' high bytes), but keys are ~10 % of a chunk next to the
   records, and every page would pay the inflate.
+- `variants`: while an experiment runs, the variant of each key (JSON list in key order, `null`
+  for an event outside it), so a page returns it without reading the records; NULL when no
+  event of the chunk had one.
 - `records`: the complete events, `[[ts, score, seq, event_id, model_id, [features...]], ...]`
   (plus `event_type, attributes, variant` for flushes where any event has one of them) as JSON
   text, so that the stores' `events` views expand them in plain SQL (`json_each`,
@@ -55,9 +58,19 @@ class Keys:
     timestamps: np.ndarray  # float64
     seqs: np.ndarray  # int64
     scores: np.ndarray  # float32
+    variants: np.ndarray | None = None  # object: the experiment variant per key, or None
 
     def __len__(self) -> int:
         return len(self.seqs)
+
+    def take(self, index: np.ndarray) -> Keys:
+        """The keys at `index`, in that order."""
+        return Keys(
+            self.timestamps[index],
+            self.seqs[index],
+            self.scores[index],
+            None if self.variants is None else self.variants[index],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +84,9 @@ class Chunk:
     count: int
     keys: bytes
     records: bytes
+    variants: bytes | None = None  # `pack_variants`
 
-    def row(self) -> tuple[str, float, float, int, int, bytes, str]:
+    def row(self) -> tuple[str, float, float, int, int, bytes, str, str | None]:
         """The values of a `history_chunks` row, in column order."""
         return (
             self.user_id,
@@ -82,6 +96,7 @@ class Chunk:
             self.count,
             self.keys,
             self.records.decode(),
+            None if self.variants is None else self.variants.decode(),
         )
 
 
@@ -96,13 +111,31 @@ def pack(timestamps: np.ndarray, seqs: np.ndarray, scores: np.ndarray) -> bytes:
     )
 
 
-def unpack(blob: bytes) -> Keys:
+def pack_variants(variants: Sequence[str | None] | None) -> bytes | None:
+    """A chunk's `variants` column: None unless some key has a variant.
+
+    >>> pack_variants([None, "treatment"]), pack_variants([None, None])
+    (b'[null,"treatment"]', None)
+    """
+    if variants is None or all(v is None for v in variants):
+        return None
+    return msgspec.json.encode(list(variants))
+
+
+def unpack(blob: bytes, variants: bytes | str | None = None) -> Keys:
     n = len(blob) // KEY_BYTES
     return Keys(
         timestamps=np.frombuffer(blob, ">f8", n, 0).astype(np.float64),
         seqs=np.frombuffer(blob, ">i8", n, 8 * n).astype(np.int64),
         scores=np.frombuffer(blob, ">f4", n, 16 * n).astype(np.float32),
+        variants=None if variants is None else _objects(msgspec.json.decode(variants)),
     )
+
+
+def _objects(values: Sequence[object]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def sort_keys(parts: Sequence[Keys]) -> Keys:
@@ -111,8 +144,14 @@ def sort_keys(parts: Sequence[Keys]) -> Keys:
         return parts[0]
     ts = np.concatenate([p.timestamps for p in parts])
     seqs = np.concatenate([p.seqs for p in parts])
-    order = np.lexsort((seqs, ts))
-    return Keys(ts[order], seqs[order], np.concatenate([p.scores for p in parts])[order])
+    variants = None
+    if any(p.variants is not None for p in parts):
+        variants = np.concatenate(
+            [p.variants if p.variants is not None else np.full(len(p), None) for p in parts]
+        )
+    return Keys(ts, seqs, np.concatenate([p.scores for p in parts]), variants).take(
+        np.lexsort((seqs, ts))
+    )
 
 
 def user_runs(
@@ -142,9 +181,11 @@ def split(
     seqs: np.ndarray,
     model_ids: np.ndarray,
     extra: Sequence[Sequence[object]] = (),
+    variants: Sequence[str | None] | None = None,
 ) -> list[Chunk]:
     """One chunk per user and day of a flush, users in order of first appearance. `extra`
-    columns (event type, attributes, variant) are appended to each record when given."""
+    columns (event type, attributes, variant) are appended to each record when given;
+    `variants` also fills the chunks' `variants` column."""
     n = len(user_ids)
     if not n:
         return []
@@ -175,15 +216,19 @@ def split(
                 count=b - a,
                 keys=pack(ts[a:b], sq[a:b], sc[a:b]),
                 records=msgspec.json.encode(records[a:b]),
+                variants=(
+                    None if variants is None else pack_variants([variants[i] for i in picked[a:b]])
+                ),
             )
         )
     return chunks
 
 
-def merge(user_id: str, parts: Sequence[tuple[bytes, bytes]]) -> Chunk:
-    """One chunk holding the events of several chunks of a user, given as (keys, records)."""
-    keys = sort_keys([unpack(k) for k, _ in parts])
-    records = b"[" + b",".join(r[1:-1] for _, r in parts if len(r) > 2) + b"]"
+def merge(user_id: str, parts: Sequence[tuple[bytes, bytes, bytes | str | None]]) -> Chunk:
+    """One chunk holding the events of several chunks of a user, given as (keys, records,
+    variants)."""
+    keys = sort_keys([unpack(k, v) for k, _, v in parts])
+    records = b"[" + b",".join(r[1:-1] for _, r, _ in parts if len(r) > 2) + b"]"
     return Chunk(
         user_id=user_id,
         min_ts=float(keys.timestamps[0]),
@@ -192,6 +237,7 @@ def merge(user_id: str, parts: Sequence[tuple[bytes, bytes]]) -> Chunk:
         count=len(keys),
         keys=pack(keys.timestamps, keys.seqs, keys.scores),
         records=records,
+        variants=None if keys.variants is None else pack_variants(keys.variants.tolist()),
     )
 
 
@@ -239,6 +285,7 @@ def from_log(batches: Sequence[tuple[int, int, LoggedBatch]]) -> list[Chunk]:
             ),
             np.concatenate(models),
             extra,
+            extra[2] if extra else None,
         )
     return chunks
 

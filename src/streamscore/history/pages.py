@@ -10,9 +10,9 @@ once `limit` rows are found, a chunk starting after the last of them cannot chan
 >>> blobs = {1: pack(np.array([1.0, 4.0]), np.array([1, 2]), np.array([0.1, 0.4], "f4")),
 ...          2: pack(np.array([2.0, 3.0]), np.array([3, 4]), np.array([0.2, 0.3], "f4"))}
 >>> refs = [(1, 1.0, 2), (2, 2.0, 2)]
->>> fetch = lambda ids: [blobs[i] for i in ids]
->>> [r[0] for r in page(refs, fetch, None, 0.0, 10.0, (1.0, 1), 2)]
-[2.0, 3.0]
+>>> fetch = lambda ids: [(blobs[i], None) for i in ids]
+>>> page(refs, fetch, None, 0.0, 10.0, (1.0, 1), 2)
+[(2.0, 0.20000000298023224, 3, None), (3.0, 0.30000001192092896, 4, None)]
 """
 
 from __future__ import annotations
@@ -37,22 +37,21 @@ def select(keys: Keys, low: float, high: float, after: tuple[float, int], limit:
     """The first `limit` keys within [low, high] and after the cursor (keys sorted)."""
     ts, seqs = keys.timestamps, keys.seqs
     keep = (ts >= low) & (ts <= high) & ((ts > after[0]) | ((ts == after[0]) & (seqs > after[1])))
-    index = np.flatnonzero(keep)[:limit]
-    return Keys(ts[index], seqs[index], keys.scores[index])
+    return keys.take(np.flatnonzero(keep)[:limit])
 
 
 def page(
     refs: Iterable[tuple[Hashable, float, int]],
-    fetch: Callable[[list[Hashable]], list[bytes]],
+    fetch: Callable[[list[Hashable]], list[tuple[bytes, bytes | str | None]]],
     tail: Keys | None,
     low: float,
     high: float,
     after: tuple[float, int],
     limit: int,
-) -> list[tuple[float, float, int]]:
-    """`[(ts, score, seq), ...]`: `refs` are the user's chunks overlapping [low, high] (each a
-    `ChunkRef` or a row of the same fields), `fetch` returns the keys bytes of some of them,
-    `tail` the user's events not in chunks."""
+) -> list[tuple[float, float, int, str | None]]:
+    """`[(ts, score, seq, variant), ...]`: `refs` are the user's chunks overlapping [low, high]
+    (each a `ChunkRef` or a row of the same fields), `fetch` returns the (keys, variants)
+    columns of some of them, `tail` the user's events not in chunks."""
     refs = sorted((ChunkRef(*r) for r in refs), key=lambda r: r.min_ts)
     found = select(tail, low, high, after, limit) if tail is not None else None
     i = 0
@@ -70,7 +69,8 @@ def page(
                 got += refs[j].count
                 j += 1
         parts = [
-            select(unpack(b), low, high, after, limit) for b in fetch([r.ref for r in refs[i:j]])
+            select(unpack(*columns), low, high, after, limit)
+            for columns in fetch([r.ref for r in refs[i:j]])
         ]
         found = select(
             sort_keys([found, *parts] if found is not None else parts), low, high, after, limit
@@ -83,6 +83,7 @@ def page(
             found.timestamps.tolist(),
             found.scores.astype(np.float64).tolist(),
             found.seqs.tolist(),
+            [None] * len(found) if found.variants is None else found.variants.tolist(),
             strict=True,
         )
     )

@@ -50,8 +50,13 @@ class Tail:
             seqs = np.arange(first_seq, first_seq + count, dtype=np.int64)
             users, order, starts = user_runs(batch.user_ids, batch.timestamps, seqs, by_day=False)
             ts, sc, sq = batch.timestamps[order], batch.scores[order], seqs[order]
+            variants = None
+            if batch.variants is not None and any(v is not None for v in batch.variants):
+                variants = np.array(batch.variants, dtype=object)[order]
             grouped = {
-                str(users[a]): Keys(ts[a:b], sq[a:b], sc[a:b])
+                str(users[a]): Keys(
+                    ts[a:b], sq[a:b], sc[a:b], None if variants is None else variants[a:b]
+                )
                 for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)
             }
             with self._lock:

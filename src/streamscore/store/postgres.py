@@ -149,6 +149,8 @@ MIGRATIONS = [
     """
     CREATE TABLE state (key text PRIMARY KEY, value bytea NOT NULL, updated_at float8 NOT NULL)
     """,
+    # 4: each chunk's experiment variants (JSON, in key order), for history pages
+    "ALTER TABLE history_chunks ADD COLUMN variants text",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -161,7 +163,10 @@ UPDATE counters SET value = CASE name
 END
 """
 
-COPY = "COPY history_chunks (user_id, min_ts, max_ts, first_seq, count, keys, records) FROM STDIN"
+COPY = (
+    "COPY history_chunks (user_id, min_ts, max_ts, first_seq, count, keys, records, variants) "
+    "FROM STDIN"
+)
 
 COMPACT_USERS = 256  # users visited per compaction step
 SMALL_BY_USER = "SELECT user_id, count(*) FROM history_chunks WHERE count < %s GROUP BY user_id"
@@ -474,10 +479,10 @@ class PostgresStore:
                     for group in groups:
                         parts = conn.execute(
                             "DELETE FROM history_chunks WHERE user_id = %s "
-                            "AND first_seq = ANY(%s) RETURNING keys, records",
+                            "AND first_seq = ANY(%s) RETURNING keys, records, variants",
                             (user, group),
                         ).fetchall()
-                        merged = chunk_codec.merge(user, [(k, r.encode()) for k, r in parts])
+                        merged = chunk_codec.merge(user, [(k, r.encode(), v) for k, r, v in parts])
                         with conn.cursor().copy(COPY) as copy:
                             copy.write_row(merged.row())
                         rewritten += merged.count
@@ -550,7 +555,7 @@ class PostgresStore:
 
     def history(
         self, user_id: str, since: float, until: float, after: tuple[float, int], limit: int
-    ) -> list[tuple[float, float, int]]:
+    ) -> list[tuple[float, float, int, str | None]]:
         """A REPEATABLE READ snapshot on a pooled connection (see `Store.history`)."""
         known = max(self.indexed_seq, self._tail.high)  # batches up to here are chunked or held
         with self._reader() as conn:
@@ -569,14 +574,13 @@ class PostgresStore:
                     (user_id, max(since, after[0]), until),
                 )
 
-                def fetch(first_seqs: list[Hashable]) -> list[bytes]:
-                    rows = conn.execute(
-                        "SELECT keys FROM history_chunks WHERE user_id = %s "
+                def fetch(first_seqs: list[Hashable]) -> list[tuple[bytes, str | None]]:
+                    return conn.execute(
+                        "SELECT keys, variants FROM history_chunks WHERE user_id = %s "
                         "AND first_seq = ANY(%s)",
                         (user_id, first_seqs),
                         binary=True,  # bytea as is, not hex text
-                    )
-                    return [k for (k,) in rows]
+                    ).fetchall()
 
                 return page(refs, fetch, tail, since, until, after, limit)
             finally:

@@ -93,7 +93,10 @@ V3_SCHEMA = (
     "CREATE TABLE state (key TEXT PRIMARY KEY, value BLOB NOT NULL, updated_at REAL NOT NULL)"
 )
 
-SCHEMA_VERSION = 3
+# Version 4: each chunk's experiment variants, for history pages.
+V4_SCHEMA = "ALTER TABLE history_chunks ADD COLUMN variants TEXT"
+
+SCHEMA_VERSION = 4
 
 LOG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -119,6 +122,12 @@ END
 """
 
 INSERT_CHUNK = (
+    "INSERT INTO history_chunks "
+    "(user_id, min_ts, max_ts, first_seq, count, keys, records, variants) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+INSERT_CHUNK_V2 = (  # the version 2 migration's, before `variants` existed
     "INSERT INTO history_chunks (user_id, min_ts, max_ts, first_seq, count, keys, records) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
@@ -155,7 +164,7 @@ def _to_chunks(conn: sqlite3.Connection) -> None:
             keys=chunk_codec.pack(ts, seqs, np.array([r[3] for r in pending], dtype=np.float32)),
             records=msgspec.json.encode(records),
         )
-        conn.execute(INSERT_CHUNK, chunk.row())
+        conn.execute(INSERT_CHUNK_V2, chunk.row()[:7])
         pending.clear()
 
     while block := rows.fetchmany(65_536):
@@ -235,6 +244,9 @@ class SQLiteStore:
         if current < 3:
             conn.execute(V3_SCHEMA)
             conn.execute("UPDATE meta SET value=3 WHERE key='schema_version'")
+        if current < 4:
+            conn.execute(V4_SCHEMA)
+            conn.execute("UPDATE meta SET value=4 WHERE key='schema_version'")
 
     def _meta(self, key: str) -> str:
         return self._main.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0]
@@ -347,10 +359,11 @@ class SQLiteStore:
                 for group in groups:
                     marks = ",".join("?" * len(group))
                     parts = conn.execute(
-                        f"SELECT keys, records FROM history_chunks WHERE rowid IN ({marks})",
+                        "SELECT keys, records, variants FROM history_chunks "
+                        f"WHERE rowid IN ({marks})",
                         group,
                     ).fetchall()
-                    merged = chunk_codec.merge(user, [(k, r.encode()) for k, r in parts])
+                    merged = chunk_codec.merge(user, [(k, r.encode(), v) for k, r, v in parts])
                     conn.execute(f"DELETE FROM history_chunks WHERE rowid IN ({marks})", group)
                     conn.execute(INSERT_CHUNK, merged.row())
                     rewritten += merged.count
@@ -432,7 +445,7 @@ class SQLiteStore:
 
     def history(
         self, user_id: str, since: float, until: float, after: tuple[float, int], limit: int
-    ) -> list[tuple[float, float, int]]:
+    ) -> list[tuple[float, float, int, str | None]]:
         """One read transaction on the thread's reader connection (see `Store.history`)."""
         conn = self._reader()
         known = max(self.indexed_seq, self._tail.high)  # batches up to here are chunked or held
@@ -451,14 +464,11 @@ class SQLiteStore:
                 (user_id, max(since, after[0]), until),
             )
 
-            def fetch(rowids: list[Hashable]) -> list[bytes]:
+            def fetch(rowids: list[Hashable]) -> list[tuple[bytes, str | None]]:
                 marks = ",".join("?" * len(rowids))
-                return [
-                    k
-                    for (k,) in conn.execute(
-                        f"SELECT keys FROM history_chunks WHERE rowid IN ({marks})", rowids
-                    )
-                ]
+                return conn.execute(
+                    f"SELECT keys, variants FROM history_chunks WHERE rowid IN ({marks})", rowids
+                ).fetchall()
 
             return page(refs, fetch, tail, since, until, after, limit)
         finally:

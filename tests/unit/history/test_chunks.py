@@ -23,7 +23,9 @@ events = st.lists(
 
 
 def flush(
-    rows: list[tuple[str, float, float, str | None]], first_seq: int = 1
+    rows: list[tuple[str, float, float, str | None]],
+    first_seq: int = 1,
+    variants: list[str | None] | None = None,
 ) -> list[chunks.Chunk]:
     n = len(rows)
     return chunks.split(
@@ -34,6 +36,8 @@ def flush(
         np.arange(2 * n, dtype=np.float64).reshape(n, 2),
         np.arange(first_seq, first_seq + n),
         np.full(n, 7),
+        [[None] * n, [None] * n, variants] if variants is not None else (),
+        variants,
     )
 
 
@@ -76,10 +80,14 @@ def test_a_flush_splits_into_one_sorted_chunk_per_user_and_day(rows) -> None:  #
 
 @given(events, events)
 def test_merge_holds_both_chunks(first, second) -> None:  # type: ignore[no-untyped-def]
-    parts = [c for c in flush(first) + flush(second, first_seq=1000) if c.user_id == "a"]
+    # The second flush ran during an experiment: its events carry their seq as variant.
+    during = [f"v{1000 + i}" for i in range(len(second))]
+    parts = [
+        c for c in flush(first) + flush(second, 1000, during) if c.user_id == "a"
+    ]  # fmt: skip
     if not parts:
         return
-    merged = chunks.merge("a", [(c.keys, c.records) for c in parts])
+    merged = chunks.merge("a", [(c.keys, c.records, c.variants) for c in parts])
     keys = chunks.unpack(merged.keys)
     want = sorted(
         (t, s)
@@ -92,6 +100,12 @@ def test_merge_holds_both_chunks(first, second) -> None:  # type: ignore[no-unty
     assert list(zip(keys.timestamps.tolist(), keys.seqs.tolist(), strict=True)) == want
     assert merged.count == len(want) == len(msgspec.json.decode(merged.records))
     assert merged.first_seq == min(s for _, s in want)
+    variants = chunks.unpack(merged.keys, merged.variants).variants
+    expected = [f"v{s}" if s >= 1000 else None for _, s in want]
+    if any(expected):
+        assert variants is not None and variants.tolist() == expected
+    else:
+        assert variants is None and merged.variants is None
 
 
 @settings(max_examples=200)
@@ -107,7 +121,7 @@ def test_page_equals_a_sort_of_everything(flushes, low, high, after, limit) -> N
     mine = [c for c in every if c.user_id == "b"]
     blobs = {c.first_seq: c.keys for c in mine}
     refs = [ChunkRef(c.first_seq, c.min_ts, c.count) for c in mine]
-    got = page(refs, lambda ids: [blobs[i] for i in ids], None, low, high, after, limit)
+    got = page(refs, lambda ids: [(blobs[i], None) for i in ids], None, low, high, after, limit)
     rows = sorted(
         (t, s, float(sc))
         for c in mine
@@ -117,4 +131,4 @@ def test_page_equals_a_sort_of_everything(flushes, low, high, after, limit) -> N
         )
         if low <= t <= high and (t, s) > after
     )[:limit]
-    assert got == [(t, sc, s) for t, s, sc in rows]
+    assert got == [(t, sc, s, None) for t, s, sc in rows]

@@ -20,7 +20,8 @@ from streamscore.store.sqlite import SQLiteStore
 from tests.conftest import create_database, drop_database
 
 USERS = ["u0", "u1", "ü2", "u'3"]
-Event = tuple[str, float, int, float, str | None, list[float]]  # user, ts, seq, score, id, features
+Event = tuple[str, float, int, float, str | None, list[float], str | None]
+# user, ts, seq, score, event id, features, variant
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -57,8 +58,9 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[type]
 class Feed:
     """Appends random batches to a store the way the pipeline does, remembering every event."""
 
-    def __init__(self, store: Store, rng: random.Random) -> None:
-        self.store, self.rng = store, rng
+    def __init__(self, store: Store, rng: random.Random, variants: bool = True) -> None:
+        """`variants`: some batches carry experiment variants (a version-1 store had none)."""
+        self.store, self.rng, self.with_variants = store, rng, variants
         self.model_id = store.register_model("m1")
         self.events: list[Event] = []
         self.batches: list[int] = []  # first seqs
@@ -74,7 +76,13 @@ class Feed:
         scores = np.array([rng.uniform(-1, 1) for _ in users], dtype=np.float32)
         ids = [rng.choice([None, f"e{self.next_seq + i}"]) for i in range(n)]
         features = np.array([[rng.random(), float(i)] for i in range(n)])
-        blob = log_codec.encode(users, ids, stamps, scores, features)
+        # Some batches come while an experiment runs: their events carry a variant, or None.
+        variants = (
+            [rng.choice([None, "control", "treatment"]) for _ in users]
+            if self.with_variants and rng.random() < 0.3
+            else None
+        )
+        blob = log_codec.encode(users, ids, stamps, scores, features, variants=variants)
         self.store.append(self.next_seq, blob, self.model_id, 0, 0, 0.0, n)
         self.batches.append(self.next_seq)
         for i in range(n):
@@ -86,6 +94,7 @@ class Feed:
                     float(scores[i]),
                     ids[i],
                     features[i].tolist(),
+                    None if variants is None else variants[i],
                 )
             )
         self.next_seq += n
@@ -102,11 +111,11 @@ class Feed:
 
     def oracle(self, user: str, low: float, high: float, after: tuple[float, int]) -> list[tuple]:
         rows = sorted(
-            (ts, seq, score)
-            for u, ts, seq, score, *_ in self.events
+            (ts, seq, score, variant)
+            for u, ts, seq, score, _, _, variant in self.events
             if u == user and low <= ts <= high and (ts, seq) > after and seq not in self.deleted
         )
-        return [(ts, score, seq) for ts, seq, score in rows]
+        return [(ts, score, seq, variant) for ts, seq, score, variant in rows]
 
 
 def all_pages(store: Store, user: str, low: float, high: float, limit: int) -> list[tuple]:
@@ -184,7 +193,9 @@ def test_the_events_view_holds_every_chunked_event(open_store) -> None:  # type:
         store.index_pending()
     while store.compact():
         pass
-    want = sorted((u, ts, seq, score, eid, "m1", f) for u, ts, seq, score, eid, f in feed.events)
+    want = sorted(
+        (u, ts, seq, score, eid, "m1", f) for u, ts, seq, score, eid, f, *_ in feed.events
+    )
     assert view_rows(store) == want
 
 
