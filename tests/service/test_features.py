@@ -312,3 +312,29 @@ def test_a_torchscript_model_reads_features(server_factory, tmp_path: Path) -> N
         n = wait_until(lambda: client.get("/users/n/history").json()["history"])
     assert [r["score"] for r in m] == [1001.0, 1102.0, 1103.0, 1204.0]
     assert [r["score"] for r in n] == [1001.0, 1002.0]
+
+
+def test_history_returns_each_events_type_and_attributes(server_factory, store_kind) -> None:  # type: ignore[no-untyped-def]
+    server: Server = server_factory(store_kind=store_kind)
+    now = time.time()
+    sent = [
+        {"event_type": "purchase", "attributes": {"amount": 19.99, "device_type": "mobile"}},
+        {},
+        {"event_type": "view"},
+        {"attributes": {"first": True}},
+    ]
+    events = [
+        {"user_id": "d", "timestamp": now - 10 + k, "features": [0.1, 0.2, 0.3], **fields}
+        for k, fields in enumerate(sent)
+    ]
+
+    def details(client: httpx.Client) -> list[dict]:
+        rows = client.get("/users/d/history").json()["history"]
+        return [{k: v for k, v in r.items() if k not in ("timestamp", "score")} for r in rows]
+
+    with server.client() as client:
+        assert client.post("/ingest", json={"events": events}).json()["processed"] == 4
+        assert details(client) == sent  # at once: from the acknowledged log
+    server.restart()  # everything chunked
+    with server.client() as client:
+        assert details(client) == sent

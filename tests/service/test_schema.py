@@ -6,7 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from streamscore.store.postgres import SCHEMA_VERSION as POSTGRES_VERSION
+from streamscore.store.sqlite import SCHEMA_VERSION as SQLITE_VERSION
+
 from ..conftest import Server
+
+KNOWN = {"sqlite": SQLITE_VERSION, "postgresql": POSTGRES_VERSION}
 
 BUMP = {
     "sqlite": "UPDATE meta SET value = 99 WHERE key = 'schema_version'",
@@ -40,6 +45,7 @@ def test_a_newer_schema_is_refused_with_a_clear_error(
         timeout=120,
     )
     assert result.returncode == 2, result.stderr
-    assert "schema version 99" in result.stderr and "knows 3" in result.stderr
-    server.query(BUMP[store_kind].replace("99", "3"))  # the version this release knows
+    known = KNOWN[store_kind]
+    assert "schema version 99" in result.stderr and f"knows {known}" in result.stderr
+    server.query(BUMP[store_kind].replace("99", str(known)))  # the version this release knows
     server.start()  # the version it knows starts again, data intact

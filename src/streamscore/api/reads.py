@@ -74,9 +74,7 @@ def router(service: Service, authorizer: Authorizer) -> APIRouter:
             {
                 "user_id": user_id,
                 "history": [
-                    {"timestamp": ts, "score": score}
-                    | ({"variant": variant} if variant is not None else {})
-                    for ts, score, _, variant in rows
+                    {"timestamp": ts, "score": score, **details} for ts, score, _, details in rows
                 ],
                 "next_cursor": next_cursor,
             }

@@ -71,11 +71,16 @@ class MedianResponse(BaseModel):
 
 
 class HistoryPoint(BaseModel):
+    """An event's optional fields appear only when it has them."""
+
     timestamp: float
     score: float
+    event_type: str | None = Field(default=None, description="as ingested")
+    attributes: dict[str, float | str | bool] | None = Field(
+        default=None, description="as ingested"
+    )
     variant: str | None = Field(
-        default=None,
-        description="the experiment variant whose model scored the event (absent outside one)",
+        default=None, description="the experiment variant whose model scored the event"
     )
 
 

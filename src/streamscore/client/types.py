@@ -79,6 +79,8 @@ class Median(msgspec.Struct, frozen=True):
 class HistoryPoint(msgspec.Struct, frozen=True):
     timestamp: float
     score: float
+    event_type: str | None = None
+    attributes: dict[str, float | str | bool] | None = None
     variant: str | None = None  # the experiment variant that scored it, while one ran
 
 

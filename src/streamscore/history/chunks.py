@@ -9,9 +9,10 @@ partitions) at the exact day boundary. It comes in two parts:
   Uncompressed: a page decodes it with `np.frombuffer`. zlib (level 1) shrinks a 16,384-event
   key set to about 53 % (the seqs' high bytes), but keys are ~10 % of a chunk next to the
   records, and every page would pay the inflate.
-- `variants`: while an experiment runs, the variant of each key (JSON list in key order, `null`
-  for an event outside it), so a page returns it without reading the records; NULL when no
-  event of the chunk had one.
+- `details`: the optional fields of each key (`event_type`, `attributes`, the experiment
+  `variant`), as a JSON object of lists in key order holding only the fields some event of the
+  chunk has (`null` where an event has none), so a page returns them without reading the
+  records; NULL when no event of the chunk has any.
 - `records`: the complete events, `[[ts, score, seq, event_id, model_id, [features...]], ...]`
   (plus `event_type, attributes, variant` for flushes where any event has one of them) as JSON
   text, so that the stores' `events` views expand them in plain SQL (`json_each`,
@@ -36,7 +37,7 @@ b'[[1.0,0.25,8,"x",1,[0.0]]]'
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import msgspec
@@ -48,6 +49,7 @@ from streamscore.store.log_codec import LoggedBatch
 Row = TypeVar("Row", bound=tuple)
 
 KEY_BYTES = 20  # per event: timestamp f8, seq i8, score f4
+DETAILS = ("event_type", "attributes", "variant")  # an event's optional fields, in this order
 DAY = 86_400.0
 
 
@@ -58,7 +60,7 @@ class Keys:
     timestamps: np.ndarray  # float64
     seqs: np.ndarray  # int64
     scores: np.ndarray  # float32
-    variants: np.ndarray | None = None  # object: the experiment variant per key, or None
+    details: dict[str, np.ndarray] = field(default_factory=dict)  # object arrays, `DETAILS`
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -69,8 +71,17 @@ class Keys:
             self.timestamps[index],
             self.seqs[index],
             self.scores[index],
-            None if self.variants is None else self.variants[index],
+            {name: values[index] for name, values in self.details.items()},
         )
+
+    def row_details(self) -> list[dict[str, object]]:
+        """Per key, its detail fields that are set."""
+        rows: list[dict[str, object]] = [{} for _ in range(len(self))]
+        for name, values in self.details.items():
+            for row, value in zip(rows, values.tolist(), strict=True):
+                if value is not None:
+                    row[name] = value
+        return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +95,7 @@ class Chunk:
     count: int
     keys: bytes
     records: bytes
-    variants: bytes | None = None  # `pack_variants`
+    details: bytes | None = None  # `pack_details`
 
     def row(self) -> tuple[str, float, float, int, int, bytes, str, str | None]:
         """The values of a `history_chunks` row, in column order."""
@@ -96,7 +107,7 @@ class Chunk:
             self.count,
             self.keys,
             self.records.decode(),
-            None if self.variants is None else self.variants.decode(),
+            None if self.details is None else self.details.decode(),
         )
 
 
@@ -111,28 +122,34 @@ def pack(timestamps: np.ndarray, seqs: np.ndarray, scores: np.ndarray) -> bytes:
     )
 
 
-def pack_variants(variants: Sequence[str | None] | None) -> bytes | None:
-    """A chunk's `variants` column: None unless some key has a variant.
+def pack_details(columns: dict[str, Sequence[object]]) -> bytes | None:
+    """A chunk's `details` column: the fields (of `DETAILS`) that some key has; None if none.
 
-    >>> pack_variants([None, "treatment"]), pack_variants([None, None])
-    (b'[null,"treatment"]', None)
+    >>> pack_details({"event_type": ["buy", None], "variant": [None, None]})
+    b'{"event_type":["buy",null]}'
     """
-    if variants is None or all(v is None for v in variants):
-        return None
-    return msgspec.json.encode(list(variants))
+    kept = {
+        name: list(values) for name, values in columns.items() if any(v is not None for v in values)
+    }
+    return msgspec.json.encode(kept) if kept else None
 
 
-def unpack(blob: bytes, variants: bytes | str | None = None) -> Keys:
+def unpack(blob: bytes, details: bytes | str | None = None) -> Keys:
     n = len(blob) // KEY_BYTES
     return Keys(
         timestamps=np.frombuffer(blob, ">f8", n, 0).astype(np.float64),
         seqs=np.frombuffer(blob, ">i8", n, 8 * n).astype(np.int64),
         scores=np.frombuffer(blob, ">f4", n, 16 * n).astype(np.float32),
-        variants=None if variants is None else _objects(msgspec.json.decode(variants)),
+        details=(
+            {}
+            if details is None
+            else {k: objects(v) for k, v in msgspec.json.decode(details).items()}
+        ),
     )
 
 
-def _objects(values: Sequence[object]) -> np.ndarray:
+def objects(values: Sequence[object]) -> np.ndarray:
+    """A 1-D object array of `values` (dicts and strings stay whole)."""
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
@@ -144,12 +161,12 @@ def sort_keys(parts: Sequence[Keys]) -> Keys:
         return parts[0]
     ts = np.concatenate([p.timestamps for p in parts])
     seqs = np.concatenate([p.seqs for p in parts])
-    variants = None
-    if any(p.variants is not None for p in parts):
-        variants = np.concatenate(
-            [p.variants if p.variants is not None else np.full(len(p), None) for p in parts]
-        )
-    return Keys(ts, seqs, np.concatenate([p.scores for p in parts]), variants).take(
+    names = sorted({name for p in parts for name in p.details})
+    details = {
+        name: np.concatenate([p.details.get(name, np.full(len(p), None)) for p in parts])
+        for name in names
+    }
+    return Keys(ts, seqs, np.concatenate([p.scores for p in parts]), details).take(
         np.lexsort((seqs, ts))
     )
 
@@ -181,11 +198,11 @@ def split(
     seqs: np.ndarray,
     model_ids: np.ndarray,
     extra: Sequence[Sequence[object]] = (),
-    variants: Sequence[str | None] | None = None,
+    details: dict[str, Sequence[object]] | None = None,
 ) -> list[Chunk]:
     """One chunk per user and day of a flush, users in order of first appearance. `extra`
     columns (event type, attributes, variant) are appended to each record when given;
-    `variants` also fills the chunks' `variants` column."""
+    `details` (by field name) fill the chunks' `details` column."""
     n = len(user_ids)
     if not n:
         return []
@@ -216,8 +233,12 @@ def split(
                 count=b - a,
                 keys=pack(ts[a:b], sq[a:b], sc[a:b]),
                 records=msgspec.json.encode(records[a:b]),
-                variants=(
-                    None if variants is None else pack_variants([variants[i] for i in picked[a:b]])
+                details=(
+                    None
+                    if not details
+                    else pack_details(
+                        {name: [col[i] for i in picked[a:b]] for name, col in details.items()}
+                    )
                 ),
             )
         )
@@ -226,7 +247,7 @@ def split(
 
 def merge(user_id: str, parts: Sequence[tuple[bytes, bytes, bytes | str | None]]) -> Chunk:
     """One chunk holding the events of several chunks of a user, given as (keys, records,
-    variants)."""
+    details)."""
     keys = sort_keys([unpack(k, v) for k, _, v in parts])
     records = b"[" + b",".join(r[1:-1] for _, r, _ in parts if len(r) > 2) + b"]"
     return Chunk(
@@ -237,7 +258,7 @@ def merge(user_id: str, parts: Sequence[tuple[bytes, bytes, bytes | str | None]]
         count=len(keys),
         keys=pack(keys.timestamps, keys.seqs, keys.scores),
         records=records,
-        variants=None if keys.variants is None else pack_variants(keys.variants.tolist()),
+        details=pack_details({k: v.tolist() for k, v in keys.details.items()}),
     )
 
 
@@ -285,7 +306,7 @@ def from_log(batches: Sequence[tuple[int, int, LoggedBatch]]) -> list[Chunk]:
             ),
             np.concatenate(models),
             extra,
-            extra[2] if extra else None,
+            dict(zip(DETAILS, extra, strict=True)) if extra else None,
         )
     return chunks
 

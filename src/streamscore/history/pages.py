@@ -12,7 +12,7 @@ once `limit` rows are found, a chunk starting after the last of them cannot chan
 >>> refs = [(1, 1.0, 2), (2, 2.0, 2)]
 >>> fetch = lambda ids: [(blobs[i], None) for i in ids]
 >>> page(refs, fetch, None, 0.0, 10.0, (1.0, 1), 2)
-[(2.0, 0.20000000298023224, 3, None), (3.0, 0.30000001192092896, 4, None)]
+[(2.0, 0.20000000298023224, 3, {}), (3.0, 0.30000001192092896, 4, {})]
 """
 
 from __future__ import annotations
@@ -48,10 +48,11 @@ def page(
     high: float,
     after: tuple[float, int],
     limit: int,
-) -> list[tuple[float, float, int, str | None]]:
-    """`[(ts, score, seq, variant), ...]`: `refs` are the user's chunks overlapping [low, high]
-    (each a `ChunkRef` or a row of the same fields), `fetch` returns the (keys, variants)
-    columns of some of them, `tail` the user's events not in chunks."""
+) -> list[tuple[float, float, int, dict[str, object]]]:
+    """`[(ts, score, seq, details), ...]` (details: the event's optional fields that are set):
+    `refs` are the user's chunks overlapping [low, high] (each a `ChunkRef` or a row of the
+    same fields), `fetch` returns the (keys, details) columns of some of them, `tail` the
+    user's events not in chunks."""
     refs = sorted((ChunkRef(*r) for r in refs), key=lambda r: r.min_ts)
     found = select(tail, low, high, after, limit) if tail is not None else None
     i = 0
@@ -83,7 +84,7 @@ def page(
             found.timestamps.tolist(),
             found.scores.astype(np.float64).tolist(),
             found.seqs.tolist(),
-            [None] * len(found) if found.variants is None else found.variants.tolist(),
+            found.row_details(),
             strict=True,
         )
     )

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from streamscore.history.chunks import Keys, sort_keys, user_runs
+from streamscore.history.chunks import DETAILS, Keys, objects, sort_keys, user_runs
 from streamscore.store import log_codec
 
 _EMPTY = Keys(np.empty(0), np.empty(0, np.int64), np.empty(0, np.float32))
@@ -50,12 +50,16 @@ class Tail:
             seqs = np.arange(first_seq, first_seq + count, dtype=np.int64)
             users, order, starts = user_runs(batch.user_ids, batch.timestamps, seqs, by_day=False)
             ts, sc, sq = batch.timestamps[order], batch.scores[order], seqs[order]
-            variants = None
-            if batch.variants is not None and any(v is not None for v in batch.variants):
-                variants = np.array(batch.variants, dtype=object)[order]
+            details = {
+                name: objects(values)[order]
+                for name, values in zip(
+                    DETAILS, (batch.event_types, batch.attributes, batch.variants), strict=True
+                )
+                if values is not None and any(v is not None for v in values)
+            }
             grouped = {
                 str(users[a]): Keys(
-                    ts[a:b], sq[a:b], sc[a:b], None if variants is None else variants[a:b]
+                    ts[a:b], sq[a:b], sc[a:b], {k: v[a:b] for k, v in details.items()}
                 )
                 for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)
             }

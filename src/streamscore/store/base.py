@@ -61,10 +61,11 @@ class Store(Protocol):
     # any thread
     def history(
         self, user_id: str, since: float, until: float, after: tuple[float, int], limit: int
-    ) -> Sequence[tuple[float, float, int, str | None]]:
-        """`[(ts, score, seq, variant), ...]` for one user, ordered by (ts, seq), strictly after
-        `after` (variant: the experiment variant that scored the event, or None): from the
-        chunks and the acknowledged batches not chunked yet, in one snapshot."""
+    ) -> Sequence[tuple[float, float, int, dict[str, object]]]:
+        """`[(ts, score, seq, details), ...]` for one user, ordered by (ts, seq), strictly after
+        `after` (details: the event's `event_type`, `attributes` and experiment `variant`, those
+        it has): from the chunks and the acknowledged batches not chunked yet, in one
+        snapshot."""
         ...
 
     def export_rows(

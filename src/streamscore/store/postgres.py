@@ -149,8 +149,8 @@ MIGRATIONS = [
     """
     CREATE TABLE state (key text PRIMARY KEY, value bytea NOT NULL, updated_at float8 NOT NULL)
     """,
-    # 4: each chunk's experiment variants (JSON, in key order), for history pages
-    "ALTER TABLE history_chunks ADD COLUMN variants text",
+    # 4: each chunk's event details (event type, attributes, variant), for history pages
+    "ALTER TABLE history_chunks ADD COLUMN details text",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -164,7 +164,7 @@ END
 """
 
 COPY = (
-    "COPY history_chunks (user_id, min_ts, max_ts, first_seq, count, keys, records, variants) "
+    "COPY history_chunks (user_id, min_ts, max_ts, first_seq, count, keys, records, details) "
     "FROM STDIN"
 )
 
@@ -479,7 +479,7 @@ class PostgresStore:
                     for group in groups:
                         parts = conn.execute(
                             "DELETE FROM history_chunks WHERE user_id = %s "
-                            "AND first_seq = ANY(%s) RETURNING keys, records, variants",
+                            "AND first_seq = ANY(%s) RETURNING keys, records, details",
                             (user, group),
                         ).fetchall()
                         merged = chunk_codec.merge(user, [(k, r.encode(), v) for k, r, v in parts])
@@ -555,7 +555,7 @@ class PostgresStore:
 
     def history(
         self, user_id: str, since: float, until: float, after: tuple[float, int], limit: int
-    ) -> list[tuple[float, float, int, str | None]]:
+    ) -> list[tuple[float, float, int, dict[str, object]]]:
         """A REPEATABLE READ snapshot on a pooled connection (see `Store.history`)."""
         known = max(self.indexed_seq, self._tail.high)  # batches up to here are chunked or held
         with self._reader() as conn:
@@ -576,7 +576,7 @@ class PostgresStore:
 
                 def fetch(first_seqs: list[Hashable]) -> list[tuple[bytes, str | None]]:
                     return conn.execute(
-                        "SELECT keys, variants FROM history_chunks WHERE user_id = %s "
+                        "SELECT keys, details FROM history_chunks WHERE user_id = %s "
                         "AND first_seq = ANY(%s)",
                         (user_id, first_seqs),
                         binary=True,  # bytea as is, not hex text

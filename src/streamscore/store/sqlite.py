@@ -93,8 +93,8 @@ V3_SCHEMA = (
     "CREATE TABLE state (key TEXT PRIMARY KEY, value BLOB NOT NULL, updated_at REAL NOT NULL)"
 )
 
-# Version 4: each chunk's experiment variants, for history pages.
-V4_SCHEMA = "ALTER TABLE history_chunks ADD COLUMN variants TEXT"
+# Version 4: each chunk's event details (event type, attributes, variant), for history pages.
+V4_SCHEMA = "ALTER TABLE history_chunks ADD COLUMN details TEXT"
 
 SCHEMA_VERSION = 4
 
@@ -123,11 +123,11 @@ END
 
 INSERT_CHUNK = (
     "INSERT INTO history_chunks "
-    "(user_id, min_ts, max_ts, first_seq, count, keys, records, variants) "
+    "(user_id, min_ts, max_ts, first_seq, count, keys, records, details) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
-INSERT_CHUNK_V2 = (  # the version 2 migration's, before `variants` existed
+INSERT_CHUNK_V2 = (  # the version 2 migration's, before `details` existed
     "INSERT INTO history_chunks (user_id, min_ts, max_ts, first_seq, count, keys, records) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
@@ -359,7 +359,7 @@ class SQLiteStore:
                 for group in groups:
                     marks = ",".join("?" * len(group))
                     parts = conn.execute(
-                        "SELECT keys, records, variants FROM history_chunks "
+                        "SELECT keys, records, details FROM history_chunks "
                         f"WHERE rowid IN ({marks})",
                         group,
                     ).fetchall()
@@ -445,7 +445,7 @@ class SQLiteStore:
 
     def history(
         self, user_id: str, since: float, until: float, after: tuple[float, int], limit: int
-    ) -> list[tuple[float, float, int, str | None]]:
+    ) -> list[tuple[float, float, int, dict[str, object]]]:
         """One read transaction on the thread's reader connection (see `Store.history`)."""
         conn = self._reader()
         known = max(self.indexed_seq, self._tail.high)  # batches up to here are chunked or held
@@ -467,7 +467,7 @@ class SQLiteStore:
             def fetch(rowids: list[Hashable]) -> list[tuple[bytes, str | None]]:
                 marks = ",".join("?" * len(rowids))
                 return conn.execute(
-                    f"SELECT keys, variants FROM history_chunks WHERE rowid IN ({marks})", rowids
+                    f"SELECT keys, details FROM history_chunks WHERE rowid IN ({marks})", rowids
                 ).fetchall()
 
             return page(refs, fetch, tail, since, until, after, limit)

@@ -37,7 +37,7 @@ def flush(
         np.arange(first_seq, first_seq + n),
         np.full(n, 7),
         [[None] * n, [None] * n, variants] if variants is not None else (),
-        variants,
+        {"variant": variants} if variants is not None else None,
     )
 
 
@@ -87,7 +87,7 @@ def test_merge_holds_both_chunks(first, second) -> None:  # type: ignore[no-unty
     ]  # fmt: skip
     if not parts:
         return
-    merged = chunks.merge("a", [(c.keys, c.records, c.variants) for c in parts])
+    merged = chunks.merge("a", [(c.keys, c.records, c.details) for c in parts])
     keys = chunks.unpack(merged.keys)
     want = sorted(
         (t, s)
@@ -100,12 +100,9 @@ def test_merge_holds_both_chunks(first, second) -> None:  # type: ignore[no-unty
     assert list(zip(keys.timestamps.tolist(), keys.seqs.tolist(), strict=True)) == want
     assert merged.count == len(want) == len(msgspec.json.decode(merged.records))
     assert merged.first_seq == min(s for _, s in want)
-    variants = chunks.unpack(merged.keys, merged.variants).variants
-    expected = [f"v{s}" if s >= 1000 else None for _, s in want]
-    if any(expected):
-        assert variants is not None and variants.tolist() == expected
-    else:
-        assert variants is None and merged.variants is None
+    details = chunks.unpack(merged.keys, merged.details).row_details()
+    assert details == [{"variant": f"v{s}"} if s >= 1000 else {} for _, s in want]
+    assert (merged.details is None) == (not any(details))
 
 
 @settings(max_examples=200)
@@ -131,4 +128,4 @@ def test_page_equals_a_sort_of_everything(flushes, low, high, after, limit) -> N
         )
         if low <= t <= high and (t, s) > after
     )[:limit]
-    assert got == [(t, sc, s, None) for t, s, sc in rows]
+    assert got == [(t, sc, s, {}) for t, s, sc in rows]

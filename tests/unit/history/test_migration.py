@@ -127,7 +127,7 @@ def test_a_release_1_sqlite_store_reads_back_identically(tmp_path: Path) -> None
     def append(first_seq, blob, model_id, *_, count):  # type: ignore[no-untyped-def]
         log.execute("INSERT INTO batches VALUES (?, ?, ?, ?)", (first_seq, count, model_id, blob))
 
-    feed = Feed(V1Log(lambda *a: append(*a[:6], count=a[6])), random.Random(1), variants=False)  # type: ignore[arg-type]
+    feed = Feed(V1Log(lambda *a: append(*a[:6], count=a[6])), random.Random(1), details=False)  # type: ignore[arg-type]
     for _ in range(40):
         feed.append(random.Random(len(feed.events)).randrange(1, 30))
     indexed = feed.batches[-3] - 1  # release 1 indexed all but the last batches
@@ -161,7 +161,7 @@ def test_a_release_1_postgresql_store_reads_back_identically() -> None:
                     (first_seq, count, model_id, blob),
                 )
 
-            feed = Feed(V1Log(append), random.Random(2), variants=False)  # type: ignore[arg-type]
+            feed = Feed(V1Log(append), random.Random(2), details=False)  # type: ignore[arg-type]
             for _ in range(40):
                 feed.append(random.Random(len(feed.events)).randrange(1, 30))
             indexed = feed.batches[-3] - 1

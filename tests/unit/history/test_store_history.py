@@ -20,8 +20,8 @@ from streamscore.store.sqlite import SQLiteStore
 from tests.conftest import create_database, drop_database
 
 USERS = ["u0", "u1", "ü2", "u'3"]
-Event = tuple[str, float, int, float, str | None, list[float], str | None]
-# user, ts, seq, score, event id, features, variant
+Event = tuple[str, float, int, float, str | None, list[float], dict]
+# user, ts, seq, score, event id, features, details (the optional fields it has)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -58,9 +58,9 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[type]
 class Feed:
     """Appends random batches to a store the way the pipeline does, remembering every event."""
 
-    def __init__(self, store: Store, rng: random.Random, variants: bool = True) -> None:
-        """`variants`: some batches carry experiment variants (a version-1 store had none)."""
-        self.store, self.rng, self.with_variants = store, rng, variants
+    def __init__(self, store: Store, rng: random.Random, details: bool = True) -> None:
+        """`details`: some events carry optional fields (a version-1 store had none)."""
+        self.store, self.rng, self.with_details = store, rng, details
         self.model_id = store.register_model("m1")
         self.events: list[Event] = []
         self.batches: list[int] = []  # first seqs
@@ -76,13 +76,21 @@ class Feed:
         scores = np.array([rng.uniform(-1, 1) for _ in users], dtype=np.float32)
         ids = [rng.choice([None, f"e{self.next_seq + i}"]) for i in range(n)]
         features = np.array([[rng.random(), float(i)] for i in range(n)])
-        # Some batches come while an experiment runs: their events carry a variant, or None.
-        variants = (
-            [rng.choice([None, "control", "treatment"]) for _ in users]
-            if self.with_variants and rng.random() < 0.3
-            else None
-        )
-        blob = log_codec.encode(users, ids, stamps, scores, features, variants=variants)
+
+        # Some batches carry optional fields (event types, attributes, experiment variants),
+        # each event its own or none.
+        def some(values: list) -> list | None:  # type: ignore[type-arg]
+            if not self.with_details or rng.random() < 0.6:
+                return None
+            return [rng.choice([None, *values]) for _ in users]
+
+        types = some(["view", "purchase"])
+        attributes = some([{"amount": 2.5}, {"device_type": "mobile", "new": True}])
+        variants = some(["control", "treatment"])
+        blob = log_codec.encode(
+            users, ids, stamps, scores, features,
+            event_types=types, attributes=attributes, variants=variants,
+        )  # fmt: skip
         self.store.append(self.next_seq, blob, self.model_id, 0, 0, 0.0, n)
         self.batches.append(self.next_seq)
         for i in range(n):
@@ -94,7 +102,15 @@ class Feed:
                     float(scores[i]),
                     ids[i],
                     features[i].tolist(),
-                    None if variants is None else variants[i],
+                    {
+                        name: column[i]
+                        for name, column in (
+                            ("event_type", types),
+                            ("attributes", attributes),
+                            ("variant", variants),
+                        )
+                        if column is not None and column[i] is not None
+                    },
                 )
             )
         self.next_seq += n
@@ -111,11 +127,11 @@ class Feed:
 
     def oracle(self, user: str, low: float, high: float, after: tuple[float, int]) -> list[tuple]:
         rows = sorted(
-            (ts, seq, score, variant)
-            for u, ts, seq, score, _, _, variant in self.events
+            (ts, seq, score, details)
+            for u, ts, seq, score, _, _, details in self.events
             if u == user and low <= ts <= high and (ts, seq) > after and seq not in self.deleted
         )
-        return [(ts, score, seq, variant) for ts, seq, score, variant in rows]
+        return [(ts, score, seq, details) for ts, seq, score, details in rows]
 
 
 def all_pages(store: Store, user: str, low: float, high: float, limit: int) -> list[tuple]:
