@@ -585,31 +585,29 @@ class FeatureEngine:
 
     def checkpoint(self) -> bytes:
         """The whole state as bytes; `restore` on an engine of the same definitions resumes it."""
-        with self.lock:
-            return self._checkpoint()
+        return encode_checkpoint(self.snapshot())
 
-    def _checkpoint(self) -> bytes:
-        header = {
-            "fingerprints": {v: self.definitions.fingerprint(v) for v in self.versions},
-            "time": self.time,
-            "events": self.events,
-            "users": list(self._slot_of),
-            "interners": {k: i.values for k, i in self._interners.items()},
-            "swept": [self._swept.get(id(r), -np.inf) for r in self._all_runs()],
-        }
-        arrays: dict[str, np.ndarray] = {
-            "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
-            "first": self._first,
-            "second": self._second,
-        }
-        for i, (last_ts, last_val) in enumerate(self._last.values()):
-            arrays[f"last{i}_ts"], arrays[f"last{i}_val"] = last_ts, last_val
-        for i, runs in enumerate(self._all_runs()):
-            for name, array in runs.state().items():
-                arrays[f"runs{i}_{name}"] = array
-        buffer = io.BytesIO()
-        np.savez(buffer, allow_pickle=False, **arrays)
-        return buffer.getvalue()
+    def snapshot(self) -> Snapshot:
+        """A copy of the whole state for `encode_checkpoint`. Only the copy (a memcpy of the
+        arrays) holds the lock; encoding, the slow part, runs after, so a checkpoint stalls
+        readers and updates for milliseconds, not for the whole serialization."""
+        with self.lock:
+            header = {
+                "fingerprints": {v: self.definitions.fingerprint(v) for v in self.versions},
+                "time": self.time,
+                "events": self.events,
+                "users": list(self._slot_of),
+                "interners": {k: list(i.values) for k, i in self._interners.items()},
+                "swept": [self._swept.get(id(r), -np.inf) for r in self._all_runs()],
+            }
+            arrays: dict[str, np.ndarray] = {
+                "first": self._first.copy(),
+                "second": self._second.copy(),
+            }
+            for i, (last_ts, last_val) in enumerate(self._last.values()):
+                arrays[f"last{i}_ts"], arrays[f"last{i}_val"] = last_ts.copy(), last_val.copy()
+            runs = [r.copy() for r in self._all_runs()]
+        return Snapshot(header, arrays, runs)
 
     def restore(self, data: bytes) -> None:
         """Replace the state by a checkpoint's; refused if it holds other version definitions."""
@@ -648,6 +646,27 @@ class FeatureEngine:
 
 _NO_OPS = np.zeros(1, dtype=np.int8)
 _MAX_OPS = np.array([MAX], dtype=np.int8)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A copy of an engine's state (`FeatureEngine.snapshot`), owned by no one else."""
+
+    header: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    runs: list[Runs]  # copies, compacted when encoded
+
+
+def encode_checkpoint(snapshot: Snapshot) -> bytes:
+    """A snapshot as checkpoint bytes (`FeatureEngine.restore` reads them); no lock needed."""
+    arrays = dict(snapshot.arrays)
+    for i, runs in enumerate(snapshot.runs):
+        for name, array in runs.state().items():
+            arrays[f"runs{i}_{name}"] = array
+    header = np.frombuffer(json.dumps(snapshot.header).encode(), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, header=header, **arrays)
+    return buffer.getvalue()
 
 
 def _window_start(time: float, window: float) -> float:

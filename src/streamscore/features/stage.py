@@ -14,8 +14,8 @@
 - **Checkpoints.** Versions are computed by groups (one `FeatureEngine` each: all versions of
   the first start, then each backfilled batch of new versions). Every `checkpoint_every`
   seconds a background thread saves each changed group's state with the seq it covers
-  (`features.checkpoint.<versions>`), holding the update lock only while the engine is
-  serialised. A restart restores the groups and replays only the events after their seqs.
+  (`features.checkpoint.<versions>`), holding the update lock only while the engine's arrays
+  are copied (`FeatureEngine.snapshot`); the copy is encoded and written after. A restart restores the groups and replays only the events after their seqs.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from streamscore.events import EventBatch
 from streamscore.features.definitions import FeatureDefinitions
-from streamscore.features.engine import FeatureEngine
+from streamscore.features.engine import FeatureEngine, encode_checkpoint
 from streamscore.store.base import Store
 from streamscore.store.log_codec import LoggedBatch
 
@@ -267,8 +267,9 @@ class FeatureStage:
             for group in self.groups:
                 if not group.live or group.seq == group.saved_seq:
                     continue
-                with self.lock:
-                    data, seq = group.engine.checkpoint(), group.seq
+                with self.lock:  # held for the copy only, not the encoding
+                    snapshot, seq = group.engine.snapshot(), group.seq
+                data = encode_checkpoint(snapshot)
                 save_group(self.store, group, data, seq)
                 group.saved_seq = seq
                 saved += len(data)

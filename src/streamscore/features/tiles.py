@@ -337,6 +337,15 @@ class Runs:
     def memory_bytes(self) -> int:
         return self._rows.nbytes + self._segments.nbytes
 
+    def copy(self) -> Runs:
+        """An independent copy of the arena up to its top, not compacted: a memcpy, cheap
+        enough to take under a lock (`state()` on the copy compacts it after)."""
+        runs = Runs(columns=self._rows.shape[1] - 1, capacity=0)
+        runs._use_rows(self._rows[: int(self.meta[0])].copy())
+        runs._use_segments(self._segments.copy())
+        runs.meta[0] = self.meta[0]
+        return runs
+
     def state(self) -> dict[str, np.ndarray]:
         """Compacted rows and segments: what `from_state` rebuilds the runs from."""
         self.compact()

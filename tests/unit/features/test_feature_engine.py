@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamscore.features.definitions import default, parse
-from streamscore.features.engine import FeatureEngine
+from streamscore.features.engine import FeatureEngine, encode_checkpoint
 
 V2 = """
 [[sets]]
@@ -169,3 +169,22 @@ def test_one_user_with_a_burst_larger_than_the_arena_is_taken_in() -> None:
     n = 5000
     engine.update(["u"] * n, np.full(n, 1.7e9), [None] * n, [None] * n, np.full(n, 0.5))
     assert engine.get("u", "v1", ["events_5m"])["events_5m"]["value"] == n
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10**6), st.integers(1, 399))
+def test_a_snapshot_is_the_state_when_taken_whatever_comes_after(seed: int, cut: int) -> None:
+    """Checkpoints copy the state under the lock and encode it after: updates in between must
+    not leak into the copy."""
+    rows = stream(400, seed)
+    users = [f"u{i}" for i in range(5)]
+    engine, reference = FeatureEngine(default()), FeatureEngine(default())
+    for batch in batches(rows[:cut], []):
+        engine.update(*batch)
+        reference.update(*batch)
+    snapshot = engine.snapshot()
+    for batch in batches(rows[cut:], []):
+        engine.update(*batch)  # after the copy
+    restored = FeatureEngine(default())
+    restored.restore(encode_checkpoint(snapshot))
+    assert restored.lookup(users, "v1") == reference.lookup(users, "v1")
