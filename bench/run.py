@@ -34,7 +34,7 @@ from streamscore.history import chunks
 from streamscore.store import log_codec
 from streamscore.store.base import Store
 from streamscore.store.postgres import PostgresStore
-from streamscore.store.sqlite import SQLiteStore
+from streamscore.store.sqlite import INSERT_CHUNK, SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -255,11 +255,7 @@ def build_history_store(path: Path, events: int, per_user: int) -> float:
             )
         ]
         conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO history_chunks (user_id, min_ts, max_ts, first_seq, count, keys, records)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        conn.executemany(INSERT_CHUNK, rows)
         conn.execute("COMMIT")
     conn.execute("UPDATE meta SET value=? WHERE key='indexed_seq'", (events,))
     conn.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -27,8 +26,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
+from bench.run import build_history_store
 from streamscore.client import Client
-from streamscore.history import chunks as chunk_codec
 from streamscore.history import export
 from streamscore.store import log_codec
 from streamscore.store.base import Store
@@ -330,38 +329,3 @@ def test_a_large_store_exports_in_bounded_memory(tmp_path: Path) -> None:
     print(f"\nexported {events:,} events in {seconds:.0f} s, peak RSS {rss_mb:.0f} MB")
     assert pq.ParquetFile(out).metadata.num_rows == events
     assert rss_mb < 500
-
-
-def build_history_store(path: Path, events: int, per_user: int) -> None:
-    """`events` events, `per_user` per user a minute apart, written as the chunker writes them
-    (`history.chunks.split`) straight into `history_chunks` (as bench/run.py does)."""
-    SQLiteStore(path).close()
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("INSERT INTO models (version, created_at) VALUES ('synthetic', 0)")
-    (model_id,) = conn.execute("SELECT model_id FROM models").fetchone()
-    step = 500_000 // per_user * per_user
-    base = NOW - 86_400 * 30
-    rng = np.random.default_rng(0)
-    for low in range(0, events, step):
-        x = np.arange(low, min(events, low + step))
-        rows = [
-            chunk.row()
-            for chunk in chunk_codec.split(
-                [f"hist-{u:07d}" for u in (x // per_user).tolist()],
-                [None] * len(x),
-                base + (x % per_user) * 60.0,
-                rng.random(len(x)).astype(np.float32),
-                np.tile([0.1, 0.2, 0.3], (len(x), 1)),
-                x + 1,
-                np.full(len(x), model_id),
-            )
-        ]
-        conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO history_chunks (user_id, min_ts, max_ts, first_seq, count, keys, records)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        conn.execute("COMMIT")
-    conn.execute("UPDATE meta SET value=? WHERE key='indexed_seq'", (events,))
-    conn.close()
