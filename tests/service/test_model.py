@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamscore.scoring.model import InefficientModel, ModelLoadError, create_model, load_model
 from streamscore.scoring.scorer import Scorer
@@ -58,6 +60,16 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path: Path) -> None:
         with pytest.raises(ModelLoadError, match="refusing to load"):
             load_model(path)
     assert not marker.exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([b"uY", b"", b"\x80\x02", b"PK\x03\x04", b"}q."]) | st.binary(max_size=64))
+def test_any_garbage_file_is_refused_not_crashed_on(tmp_path_factory, data: bytes) -> None:  # type: ignore[no-untyped-def]
+    """An uploaded model is untrusted bytes: whatever torch's loaders raise becomes a 400."""
+    path = tmp_path_factory.mktemp("garbage") / "upload.pt"
+    path.write_bytes(data)
+    with pytest.raises(ModelLoadError):
+        load_model(path)
 
 
 def test_state_dict_of_another_architecture_is_refused(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ Loading never unpickles arbitrary objects: a state_dict goes through
 from __future__ import annotations
 
 import hashlib
-import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +64,7 @@ def load_model(path: Path, name: str = "default") -> LoadedModel:
     else:
         try:
             state = torch.load(path, weights_only=True, map_location="cpu")
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        except Exception as exc:  # untrusted bytes: torch's unpickler raises all sorts on junk
             raise ModelLoadError(
                 f"refusing to load {path}: not a weights-only state_dict ({_first_line(exc)}) "
                 "and not TorchScript"
@@ -120,21 +119,28 @@ def _is_torchscript(path: Path) -> bool:
     """TorchScript archives carry compiled code; state_dict archives carry only data."""
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any(
-            "/code/" in name or name.endswith("constants.pkl") for name in archive.namelist()
-        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):  # looks like a zip, is not one
+        return False
+    return any("/code/" in name or name.endswith("constants.pkl") for name in names)
 
 
 def _load_torchscript(path: Path) -> tuple[nn.Module, int]:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
-    except RuntimeError as exc:
+    except Exception as exc:  # untrusted bytes, whatever the loader raises
         raise ModelLoadError(
             f"refusing to load {path}: broken TorchScript ({_first_line(exc)})"
         ) from None
     n_features = _infer_n_features(module)
-    probe = module(torch.zeros(2, n_features))
+    try:
+        probe = module(torch.zeros(2, n_features))
+    except Exception as exc:  # the model's own code
+        raise ModelLoadError(
+            f"model fails on a [2, {n_features}] probe: {_first_line(exc)}"
+        ) from None
     if probe.reshape(-1).shape != (2,):
         raise ModelLoadError(f"model maps [2, {n_features}] to {list(probe.shape)}, not [2]")
     return module, n_features
