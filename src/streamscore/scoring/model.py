@@ -64,6 +64,8 @@ def load_model(path: Path, name: str = "default") -> LoadedModel:
     else:
         try:
             state = torch.load(path, weights_only=True, map_location="cpu")
+        except OSError:  # a missing or unreadable file: the caller says which
+            raise
         except Exception as exc:  # untrusted bytes: torch's unpickler raises all sorts on junk
             raise ModelLoadError(
                 f"refusing to load {path}: not a weights-only state_dict ({_first_line(exc)}) "
