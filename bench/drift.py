@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from bench.run import ROOT, generate, serve
+from bench.run import generate, save_result, serve
 
 GEN = {"concurrency": 16, "batch_size": 500, "users": 10_000}
 
@@ -58,9 +57,7 @@ def main() -> int:
         "drift_on_eps": on,
         "ratio_of_medians": float(np.median(on) / np.median(off)),
     }
-    name = "drift-smoke.json" if args.smoke else f"drift-{result['date'][:10]}.json"
-    (ROOT / "bench" / "results" / name).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    save_result("drift", result, args.smoke)
     return 0
 
 

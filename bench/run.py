@@ -159,6 +159,14 @@ def generate(url: str, seconds: float, rps: float = 0, **options: Any) -> dict[s
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def save_result(stem: str, result: dict[str, Any], smoke: bool) -> None:
+    """`bench/results/STEM-DATE.json` (`STEM-smoke.json` for a smoke run), and the JSON on
+    stdout; `result["date"]` is an ISO date."""
+    name = f"{stem}-smoke.json" if smoke else f"{stem}-{result['date'][:10]}.json"
+    (ROOT / "bench" / "results" / name).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+
+
 def quantiles_ms(samples: list[float]) -> dict[str, float]:
     if not samples:
         return {"p50_ms": float("nan"), "p99_ms": float("nan"), "n": 0}

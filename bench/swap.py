@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.run import ROOT, Proc, generate, quantiles_ms, serve
+from bench.run import Proc, generate, quantiles_ms, save_result, serve
 from streamscore.scoring.model import create_model
 
 
@@ -117,9 +117,7 @@ def main() -> int:
         "ingest_before_swap": quantiles_ms(before),
         "ingest_during_swap": quantiles_ms(during),
     }
-    name = "swap-smoke.json" if args.smoke else f"swap-{result['date'][:10]}.json"
-    (ROOT / "bench" / "results" / name).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    save_result("swap", result, args.smoke)
     return 0
 
 

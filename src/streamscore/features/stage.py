@@ -15,7 +15,8 @@
   the first start, then each backfilled batch of new versions). Every `checkpoint_every`
   seconds a background thread saves each changed group's state with the seq it covers
   (`features.checkpoint.<versions>`), holding the update lock only while the engine's arrays
-  are copied (`FeatureEngine.snapshot`); the copy is encoded and written after. A restart restores the groups and replays only the events after their seqs.
+  are copied (`FeatureEngine.snapshot`); the copy is encoded and written after. A restart
+  restores the groups and replays only the events after their seqs.
 """
 
 from __future__ import annotations
