@@ -21,6 +21,7 @@ from streamscore.api import schemas
 from streamscore.api.auth import Authorizer
 from streamscore.api.reads import READ_DENIED
 from streamscore.api.responses import error, json_response
+from streamscore.features.engine import Table
 from streamscore.features.stage import FeatureStage, NotReady
 from streamscore.service import Service
 
@@ -91,16 +92,61 @@ def _names(text: str | None) -> list[str] | None:
 
 def answers(
     stage: FeatureStage, users: Sequence[str], version: str | None, names: Sequence[str] | None
-) -> list[dict[str, Any]]:
-    """The per-user answers; raises KeyError (unknown version/feature) or NotReady."""
+) -> list[bytes]:
+    """Each user's answer as JSON; raises KeyError (unknown version/feature) or NotReady."""
     version, engine = stage.engine(version)
-    found = engine.lookup(list(users), version, names)
-    time = engine.time
-    stream_time = time if math.isfinite(time) else None
-    return [
-        {"user_id": u, "version": version, "stream_time": stream_time, "features": found[u]}
-        for u in users
-    ]
+    return encode_users(users, version, engine.table(users, version, names))
+
+
+def encode_users(users: Sequence[str], version: str, table: Table) -> list[bytes]:
+    """The answers without a dict per value: one bytes template per request, filled per user.
+
+    A 1,000-user lookup of the default set is 1.5 MB of JSON; building it from dicts cost
+    4x the features' computation."""
+    encode = msgspec.json.encode
+    stream_time = table.time if math.isfinite(table.time) else None
+    fields = []
+    tokens = []
+    for name, column in table.columns.items():
+        bound = table.bounds.get(name)
+        window = (
+            b""
+            if bound is None
+            else b',"window_start":%s,"window_end":%s' % (encode(bound[0]), encode(bound[1]))
+        )
+        fields.append(_literal(encode(name)) + b':{"value":%s' + _literal(window) + b"}")
+        tokens.append(_tokens(column))
+    template = (
+        b'{"user_id":%s,"version":'
+        + _literal(encode(version))
+        + b',"stream_time":'
+        + encode(stream_time)
+        + b',"features":{'
+        + b",".join(fields)
+        + b"}}"
+    )
+    rows = zip(*tokens, strict=True) if tokens else [()] * len(users)
+    return [template % (encode(user), *row) for user, row in zip(users, rows, strict=True)]
+
+
+def _tokens(column: list[Any]) -> list[bytes]:
+    """Each value's JSON text. Numbers, booleans and nulls encode as one list and split (they
+    hold no commas); strings one by one, once per distinct value."""
+    if any(isinstance(v, str) for v in column):
+        cache: dict[Any, bytes] = {}
+        return [
+            cache[v] if v in cache else cache.setdefault(v, msgspec.json.encode(v)) for v in column
+        ]
+    return msgspec.json.encode(column)[1:-1].split(b",") if column else []
+
+
+def _literal(text: bytes) -> bytes:
+    """Text placed in a %-template as itself."""
+    return text.replace(b"%", b"%%")
+
+
+def _json(parts: list[bytes]) -> Response:
+    return Response(parts[0], media_type="application/json")
 
 
 def router(service: Service, authorizer: Authorizer) -> APIRouter:
@@ -108,7 +154,7 @@ def router(service: Service, authorizer: Authorizer) -> APIRouter:
 
     def answer(
         users: Sequence[str], version: str | None, names: Sequence[str] | None
-    ) -> list[dict[str, Any]] | Response:
+    ) -> list[bytes] | Response:
         if service.features is None:
             return error(503, "features are off (--features off)")
         try:
@@ -119,7 +165,7 @@ def router(service: Service, authorizer: Authorizer) -> APIRouter:
             return error(503, str(exc))
 
     @routes.get("/users/{user_id}/features", response_model=UserFeatures, responses=NOT_FOUND)
-    def user_features(
+    async def user_features(
         user_id: str,
         version: Annotated[
             str | None, Query(description="feature version (default: server's)")
@@ -127,12 +173,12 @@ def router(service: Service, authorizer: Authorizer) -> APIRouter:
         names: Annotated[str | None, Query(description="comma-separated feature names")] = None,
     ) -> Response:
         found = answer([user_id], version, _names(names))
-        return found if isinstance(found, Response) else json_response(found[0])
+        return found if isinstance(found, Response) else _json(found)
 
     @routes.get(
         "/users/{user_id}/features/{name}", response_model=UserFeatures, responses=NOT_FOUND
     )
-    def one_feature(
+    async def one_feature(
         user_id: str,
         name: str,
         version: Annotated[
@@ -140,7 +186,7 @@ def router(service: Service, authorizer: Authorizer) -> APIRouter:
         ] = None,
     ) -> Response:
         found = answer([user_id], version, [name])
-        return found if isinstance(found, Response) else json_response(found[0])
+        return found if isinstance(found, Response) else _json(found)
 
     @routes.post(
         "/features/lookup",
@@ -163,7 +209,9 @@ def router(service: Service, authorizer: Authorizer) -> APIRouter:
                 f'"version": "..."}}: {exc}',
             )
         found = answer(body.users, body.version, body.names)
-        return found if isinstance(found, Response) else json_response({"users": found})
+        if isinstance(found, Response):
+            return found
+        return Response(b'{"users":[' + b",".join(found) + b"]}", media_type="application/json")
 
     @routes.get(
         "/features/versions",

@@ -335,14 +335,11 @@ class FeatureEngine:
     def lookup(
         self, user_ids: Sequence[str], version: str, names: Sequence[str] | None = None
     ) -> dict[str, dict[str, dict[str, Any]]]:
-        names = self._names(version, names)
-        with self.lock:
-            values, kinds, bounds = self._compute(user_ids, version, names)
-        columns = {name: self._python(values[name], kinds[name]) for name in names}
+        table = self.table(user_ids, version, names)
         out: dict[str, dict[str, dict[str, Any]]] = {user: {} for user in user_ids}
-        for name in names:
-            bound = bounds.get(name)
-            for user, value in zip(user_ids, columns[name], strict=True):
+        for name, column in table.columns.items():
+            bound = table.bounds.get(name)
+            for user, value in zip(user_ids, column, strict=True):
                 if bound is None:
                     out[user][name] = {"value": value}
                 else:
@@ -352,6 +349,17 @@ class FeatureEngine:
                         "window_end": bound[1],
                     }
         return out
+
+    def table(
+        self, user_ids: Sequence[str], version: str, names: Sequence[str] | None = None
+    ) -> Table:
+        """`lookup` as columns: what a serving path encodes without a dict per value."""
+        names = self._names(version, names)
+        with self.lock:
+            values, kinds, bounds = self._compute(user_ids, version, names)
+            time = self.time
+        columns = {name: self._python(values[name], kinds[name]) for name in names}
+        return Table(columns, {n: bounds[n] for n in names if n in bounds}, time)
 
     def vector(self, user_ids: Sequence[str], version: str, names: Sequence[str]) -> np.ndarray:
         """Model input, one row per user in `names` order: booleans 0/1, null NaN, no strings."""
@@ -646,6 +654,18 @@ class FeatureEngine:
 
 _NO_OPS = np.zeros(1, dtype=np.int8)
 _MAX_OPS = np.array([MAX], dtype=np.int8)
+
+
+@dataclass(frozen=True)
+class Table:
+    """Feature values for a list of users: one JSON-ready column per name, in the asked order.
+
+    `bounds` holds `(window_start, window_end)` for the windowed names only (the same for every
+    user: windows end at the stream time `time`)."""
+
+    columns: dict[str, list[Any]]
+    bounds: dict[str, tuple[float | None, float | None]]
+    time: float
 
 
 @dataclass(frozen=True)
