@@ -143,8 +143,20 @@ def test_default_set_equals_the_oracle_across_restarts(server_factory, store_kin
 
 
 def checkpoint_seq(server: Server) -> int | None:
-    rows = server.query("SELECT value FROM state WHERE key = 'features.checkpoint.v1'")
-    return int.from_bytes(bytes(rows[0][0])[:8], "little") if rows else None
+    """The seq covered by v1's checkpoints: its base's, or the last delta's over that base."""
+    rows = server.query(
+        "SELECT key, value FROM state WHERE key = 'features.checkpoint.v1' "
+        "OR key LIKE 'features.checkpoint.v1.delta%'"
+    )
+    blobs = {key: bytes(value) for key, value in rows}
+    if "features.checkpoint.v1" not in blobs:
+        return None
+    base = blobs.pop("features.checkpoint.v1")
+    seqs = [int.from_bytes(base[:8], "little")]
+    for blob in blobs.values():
+        if blob[8:16] == base[8:16]:
+            seqs.append(int.from_bytes(blob[:8], "little"))
+    return max(seqs)
 
 
 V3 = """

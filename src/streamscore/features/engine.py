@@ -146,6 +146,7 @@ class FeatureEngine:
         self._first = np.full(0, -np.inf)
         self._second = np.full(0, -np.inf)
         self._swept: dict[int, float] = {}
+        self._dirty = np.zeros(0, dtype=bool)  # slots updated since the last snapshot
         for fs in self.sets.values():
             self._sessions.setdefault((fs.session_gap, fs.session_lookback), Runs(2))
             for agg in fs.aggregates:
@@ -222,6 +223,7 @@ class FeatureEngine:
         self.time = max(self.time, float(ts.max()))
         self.events += n
         slots = self._slots(user_ids)
+        self._dirty[slots] = True
         masks: dict[tuple[str, ...] | None, np.ndarray | None] = {None: None}
 
         def mask_of(types: tuple[str, ...] | None) -> np.ndarray | None:
@@ -302,6 +304,7 @@ class FeatureEngine:
         grow = size - len(self._first)
         self._first = np.concatenate([self._first, np.full(grow, -np.inf)])
         self._second = np.concatenate([self._second, np.full(grow, -np.inf)])
+        self._dirty = np.concatenate([self._dirty, np.zeros(grow, dtype=bool)])
         for key, (last_ts, last_val) in self._last.items():
             self._last[key] = (
                 np.concatenate([last_ts, np.full(grow, -np.inf)]),
@@ -433,6 +436,7 @@ class FeatureEngine:
         sub._slot_of = {u: i for i, u in enumerate(user_ids)}
         sub._interners = self._interners
         sub._first, sub._second = take(self._first, -np.inf), take(self._second, -np.inf)
+        sub._dirty = np.zeros(len(user_ids), dtype=bool)
         for key, (last_ts, last_val) in self._last.items():
             sub._last[key] = (take(last_ts, -np.inf), take(last_val, np.nan))
         for key, s in self._series.items():
@@ -595,34 +599,66 @@ class FeatureEngine:
         """The whole state as bytes; `restore` on an engine of the same definitions resumes it."""
         return encode_checkpoint(self.snapshot())
 
-    def snapshot(self) -> Snapshot:
-        """A copy of the whole state for `encode_checkpoint`. Only the copy (a memcpy of the
-        arrays) holds the lock; encoding, the slow part, runs after, so a checkpoint stalls
-        readers and updates for milliseconds, not for the whole serialization."""
+    def snapshot(self, delta: bool = False) -> Snapshot:
+        """A copy of the state for `encode_checkpoint`: the whole state, or (`delta`) only the
+        users updated since the last snapshot, which `apply_delta` lays over the state saved
+        before. Only the copy (a memcpy of the arrays) holds the lock; encoding, the slow
+        part, runs after, so a checkpoint stalls readers and updates for milliseconds."""
         with self.lock:
+            if delta:
+                ids = list(self._slot_of)
+                changed = [ids[i] for i in np.flatnonzero(self._dirty[: len(ids)]).tolist()]
+                source = self._subset(changed)
+            else:
+                source = self
+            self._dirty[:] = False
             header = {
                 "fingerprints": {v: self.definitions.fingerprint(v) for v in self.versions},
                 "time": self.time,
                 "events": self.events,
-                "users": list(self._slot_of),
+                "users": list(source._slot_of),
                 "interners": {k: list(i.values) for k, i in self._interners.items()},
                 "swept": [self._swept.get(id(r), -np.inf) for r in self._all_runs()],
+                "delta": delta,
             }
             arrays: dict[str, np.ndarray] = {
-                "first": self._first.copy(),
-                "second": self._second.copy(),
+                "first": source._first.copy(),
+                "second": source._second.copy(),
             }
-            for i, (last_ts, last_val) in enumerate(self._last.values()):
+            for i, (last_ts, last_val) in enumerate(source._last.values()):
                 arrays[f"last{i}_ts"], arrays[f"last{i}_val"] = last_ts.copy(), last_val.copy()
-            runs = [r.copy() for r in self._all_runs()]
+            runs = [r.copy() for r in source._all_runs()]
         return Snapshot(header, arrays, runs)
 
     def restore(self, data: bytes) -> None:
-        """Replace the state by a checkpoint's; refused if it holds other version definitions."""
+        """Replace the state by a whole checkpoint's; refused if it holds other version
+        definitions (or is a delta)."""
         with self.lock:
-            self._restore(data)
+            if self._restore(data):
+                raise ValueError("a delta checkpoint: restore its base, then apply_delta")
 
-    def _restore(self, data: bytes) -> None:
+    def apply_delta(self, data: bytes) -> None:
+        """Lay a delta checkpoint over this state: its users' state replaces theirs."""
+        with self.lock:
+            delta = FeatureEngine(self.definitions, self.versions)
+            if not delta._restore(data):
+                raise ValueError("not a delta checkpoint")
+            users = list(delta._slot_of)
+            slots = self._slots(users)
+            n = len(users)
+            self._first[slots], self._second[slots] = delta._first[:n], delta._second[:n]
+            for key, (last_ts, last_val) in self._last.items():
+                last_ts[slots], last_val[slots] = delta._last[key][0][:n], delta._last[key][1][:n]
+            for mine, theirs in zip(self._all_runs(), delta._all_runs(), strict=True):
+                mine.replace(slots, theirs)
+                self._swept[id(mine)] = max(
+                    self._swept.get(id(mine), -np.inf), delta._swept[id(theirs)]
+                )
+            self.time, self.events = delta.time, delta.events
+            self._interners = delta._interners
+
+    def _restore(self, data: bytes) -> bool:
+        """Load a checkpoint's state; returns whether it was a delta."""
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             header = json.loads(z["header"].tobytes())
             mine = {v: self.definitions.fingerprint(v) for v in self.versions}
@@ -650,6 +686,8 @@ class FeatureEngine:
         for key in self._sessions:
             self._sessions[key] = next(it)
         self._swept = {id(r): s for r, s in zip(self._all_runs(), header["swept"], strict=True)}
+        self._dirty = np.zeros(len(self._first), dtype=bool)
+        return bool(header.get("delta", False))
 
 
 _NO_OPS = np.zeros(1, dtype=np.int8)

@@ -13,10 +13,15 @@
   `NotReady` with the progress.
 - **Checkpoints.** Versions are computed by groups (one `FeatureEngine` each: all versions of
   the first start, then each backfilled batch of new versions). Every `checkpoint_every`
-  seconds a background thread saves each changed group's state with the seq it covers
-  (`features.checkpoint.<versions>`), holding the update lock only while the engine's arrays
-  are copied (`FeatureEngine.snapshot`); the copy is encoded and written after. A restart
-  restores the groups and replays only the events after their seqs.
+  seconds a background thread saves each changed group's state with the seq it covers,
+  holding the update lock only while the engine's arrays are copied
+  (`FeatureEngine.snapshot`); the copy is encoded and written after. Checkpoints are
+  **incremental**: a whole base (`features.checkpoint.<versions>`), then deltas holding only
+  the users updated since the previous checkpoint (`...delta1`, `...delta2`, ...), each tagged
+  with its base's id. A new base is written once the deltas add up to the base's size (or
+  after `MAX_DELTAS`), so a restart reads at most about twice the state. A restart restores
+  the base, lays the deltas of that base over it in order, and replays only the events after
+  the last one's seq. A failed save makes the next checkpoint a whole base again.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ log = logging.getLogger(__name__)
 
 FINGERPRINTS = "features.fingerprints"
 GROUPS = "features.groups"
+MAX_DELTAS = 64  # delta checkpoints before a new base, at most
 SLICE = 2048  # events per engine update (and per hold of its lock)
 CATCH_UP = 20_000  # events a backfill may still trail by when it takes the update lock
 
@@ -64,6 +70,10 @@ class Group:
     backfill_total: int = 0  # events to backfill (0: none)
     backfill_done: int = 0
     saved_seq: int = -1  # the seq of its last checkpoint
+    base_id: int = 0  # of its last whole checkpoint (0: none yet: the next one is whole)
+    base_bytes: int = 0
+    deltas: int = 0  # delta checkpoints saved over that base
+    delta_bytes: int = 0
     error: str | None = None
     versions: tuple[str, ...] = field(default=())
 
@@ -116,8 +126,20 @@ def check_versions(definitions: FeatureDefinitions, store: Store) -> dict[str, s
     return known
 
 
-def save_group(store: Store, group: Group, data: bytes, seq: int) -> None:
-    store.save_state(group.key, seq.to_bytes(8, "little") + data)
+def save_group(store: Store, group: Group, data: bytes, seq: int, delta: bool = False) -> None:
+    """Save a checkpoint of `group` covering the stored events up to `seq`: a whole base
+    (a new base id), or the next delta over the group's current base."""
+    if delta:
+        group.deltas += 1
+        key = f"{group.key}.delta{group.deltas}"
+    else:
+        group.base_id, group.deltas, group.delta_bytes = time.time_ns(), 0, 0
+        key = group.key
+    store.save_state(key, seq.to_bytes(8, "little") + group.base_id.to_bytes(8, "little") + data)
+    if delta:
+        group.delta_bytes += len(data)
+        return
+    group.base_bytes = len(data)
     raw = store.load_state(GROUPS)
     groups: list[list[str]] = json.loads(raw) if raw else []
     mine = sorted(group.versions)
@@ -125,6 +147,41 @@ def save_group(store: Store, group: Group, data: bytes, seq: int) -> None:
         # A version lives in one group only: a newer checkpoint of it supersedes older groups.
         groups = [g for g in groups if not set(g) & set(mine)] + [mine]
         store.save_state(GROUPS, json.dumps(groups).encode())
+
+
+def _unpack(blob: bytes) -> tuple[int, int, bytes]:
+    """(seq, base id, checkpoint); a checkpoint of the release before deltas has no base id
+    (its data, a NumPy zip, follows the seq at once)."""
+    seq = int.from_bytes(blob[:8], "little")
+    if blob[8:10] == b"PK":
+        return seq, 0, blob[8:]
+    return seq, int.from_bytes(blob[8:16], "little"), blob[16:]
+
+
+def load_group(store: Store, group: Group) -> int | None:
+    """Restore `group`'s engine from its base and that base's deltas, in order; returns the
+    seq it then covers (None: no usable checkpoint)."""
+    blob = store.load_state(group.key)
+    if blob is None:
+        return None
+    seq, base_id, data = _unpack(blob)
+    try:
+        group.engine.restore(data)
+    except ValueError as exc:
+        log.warning("feature checkpoint %s not restored: %s", group.key, exc)
+        return None
+    group.base_id, group.base_bytes = base_id, len(data)
+    while base_id and (blob := store.load_state(f"{group.key}.delta{group.deltas + 1}")):
+        delta_seq, delta_base, data = _unpack(blob)
+        if delta_base != base_id or delta_seq < seq:
+            break  # left over from an earlier base
+        group.engine.apply_delta(data)
+        group.deltas, group.delta_bytes, seq = (
+            group.deltas + 1,
+            group.delta_bytes + len(data),
+            delta_seq,
+        )
+    return seq
 
 
 class FeatureStage:
@@ -161,15 +218,9 @@ class FeatureStage:
             if not set(versions) <= set(remaining):
                 continue  # a version left the file: what is left of the group is backfilled
             group = Group(FeatureEngine(self.definitions, versions), 0, True, versions=versions)
-            blob = self.store.load_state(group.key)
-            if blob is None:
+            seq = load_group(self.store, group)
+            if seq is None:
                 continue
-            try:
-                group.engine.restore(blob[8:])
-            except ValueError as exc:
-                log.warning("feature checkpoint %s not restored: %s", group.key, exc)
-                continue
-            seq = int.from_bytes(blob[:8], "little")
             self.replayed += replay(group.engine, self.store, seq, self.seq)
             group.seq = group.saved_seq = self.seq
             self.groups.append(group)
@@ -268,10 +319,17 @@ class FeatureStage:
             for group in self.groups:
                 if not group.live or group.seq == group.saved_seq:
                     continue
+                delta = bool(group.base_id) and (
+                    group.delta_bytes < group.base_bytes and group.deltas < MAX_DELTAS
+                )
                 with self.lock:  # held for the copy only, not the encoding
-                    snapshot, seq = group.engine.snapshot(), group.seq
-                data = encode_checkpoint(snapshot)
-                save_group(self.store, group, data, seq)
+                    snapshot, seq = group.engine.snapshot(delta), group.seq
+                try:
+                    data = encode_checkpoint(snapshot)
+                    save_group(self.store, group, data, seq, delta)
+                except Exception:
+                    group.base_id = 0  # the snapshot forgot what changed: save all next time
+                    raise
                 group.saved_seq = seq
                 saved += len(data)
         return saved

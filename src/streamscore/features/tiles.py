@@ -318,7 +318,7 @@ class Runs:
         safe = np.maximum(slots, 0)
         self.ensure_slots(int(safe.max(initial=0)) + 1)
         lengths = np.where(slots >= 0, self.length[safe], 0).astype(np.int64)
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+        starts = np.cumsum(lengths) - lengths
         total = int(lengths.sum())
         # Row j of slot k sits at start[slot] + j in the arena, at starts[k] + j in the copy.
         offsets = np.arange(total) - np.repeat(starts, lengths)
@@ -329,6 +329,22 @@ class Runs:
         runs._use_segments(segments)
         runs.meta[0] = total
         return runs
+
+    def replace(self, slots: np.ndarray, other: Runs) -> None:
+        """Slot `slots[k]`'s rows become `other`'s slot k's (a delta checkpoint's, compacted).
+
+        The new rows go to the top of the arena; the old ones are left as slack for the next
+        compaction."""
+        self.ensure_slots(int(slots.max(initial=0)) + 1)
+        n, total = len(slots), int(other.meta[0])
+        while int(self.meta[0]) + total > len(self._rows):
+            self._grow()
+        top = int(self.meta[0])
+        self._rows[top : top + total] = other._rows[:total]
+        self.start[slots] = top + other.start[:n]
+        self.length[slots] = other.length[:n]
+        self.cap[slots] = other.length[:n]
+        self.meta[0] = top + total
 
     def rows(self, slot: int) -> tuple[list[float], list[list[float]]]:
         s, m = int(self.start[slot]), int(self.length[slot])
