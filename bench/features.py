@@ -12,9 +12,11 @@ Phases (`--phases`):
   acknowledged, and on/off (target >= 80 %).
 - `memory`: in process, the default set fed `--users` users with `--events-per-user` events over
   seven days of event time (types, amounts, devices); `FeatureEngine.memory_bytes() / users`
-  after compaction (target <= 4 KiB), the checkpoint's size and the time it holds the lock.
+  after compaction (target <= 4 KiB), the checkpoint's size and the time it holds the lock,
+  and an incremental checkpoint's size and time after 1 % of the users had an event.
 - `restart`: the same events appended to a SQLite store's log and indexed into history, the
-  engine's checkpoint saved as the running service would, then `--tail` more events logged
+  engine's checkpoints (the base and the delta) saved as the running service would, then
+  `--tail` more events logged
   after it; `streamscore serve` on that store, seconds from launch to `/ready` (target <= 30 s)
   and the features' own restore + replay seconds from its log.
 - `api`: on the restarted server, ingest at `--half-rate` events/s (half the measured peak when
@@ -145,7 +147,10 @@ def rate_phase(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {"events_per_s_off": runs["off"], "events_per_s_on": runs["on"], "on_over_off": on / off}
 
 
-def memory_phase(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+def memory_phase(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], list[tuple[bytes, int]], dict[str, Any]]:
+    """Also returns the checkpoints `(bytes, seq covered)`, a base and a delta over it."""
     from streamscore.features.definitions import default
     from streamscore.features.engine import FeatureEngine, encode_checkpoint
 
@@ -168,6 +173,22 @@ def memory_phase(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[st
     locked_s = time.perf_counter() - started
     data = encode_checkpoint(snapshot)
     checkpoint_s = time.perf_counter() - started
+    # An incremental checkpoint after 1 % of the users had an event (appended to `cols`, so
+    # that the restart phase's store holds them too).
+    extra = synthetic(rng, max(1, args.users // 100), 1, time.time() - 590)
+    extra["user_ids"] = [f"user-{k}" for k in range(0, args.users, 100)][: len(extra["user_ids"])]
+    engine.update(
+        extra["user_ids"], extra["timestamps"], extra["event_types"], extra["attributes"],
+        extra["scores"],
+    )  # fmt: skip
+    for key, column in extra.items():
+        cols[key] = (
+            np.concatenate([cols[key], column]) if isinstance(column, np.ndarray)
+            else cols[key] + column
+        )  # fmt: skip
+    started = time.perf_counter()
+    delta = encode_checkpoint(engine.snapshot(delta=True))
+    delta_s = time.perf_counter() - started
     result = {
         "users": engine.users,
         "events": n,
@@ -176,13 +197,19 @@ def memory_phase(args: argparse.Namespace) -> tuple[dict[str, Any], Any, dict[st
         "checkpoint_bytes": len(data),
         "checkpoint_seconds": checkpoint_s,
         "checkpoint_lock_seconds": locked_s,
+        "delta_users": len(extra["user_ids"]),
+        "delta_checkpoint_bytes": len(delta),
+        "delta_checkpoint_seconds": delta_s,
     }
     print(f"memory: {result}", flush=True)
-    return result, engine, cols
+    return result, [(data, n), (delta, n + len(extra["user_ids"]))], cols
 
 
 def restart_phase(
-    args: argparse.Namespace, work: Path, engine: Any, cols: dict[str, Any]
+    args: argparse.Namespace,
+    work: Path,
+    checkpoints: list[tuple[bytes, int]],
+    cols: dict[str, Any],
 ) -> tuple[dict[str, Any], Proc]:
     from streamscore.features.stage import Group, save_group
     from streamscore.store import log_codec
@@ -206,12 +233,14 @@ def restart_phase(
         while store.index_pending():
             pass
     build_s = time.perf_counter() - started
-    group = Group(engine, seq - 1, True, versions=("v1",))
     from streamscore.features.definitions import default
+    from streamscore.features.engine import FeatureEngine
     from streamscore.features.stage import check_versions
 
     check_versions(default(), store)
-    save_group(store, group, engine.checkpoint(), seq - 1)
+    group = Group(FeatureEngine(default()), seq - 1, True, versions=("v1",))
+    for i, (data, covered) in enumerate(checkpoints):  # a base, then a delta
+        save_group(store, group, data, covered, delta=i > 0)
     rng = np.random.default_rng(3)
     tail = synthetic(rng, args.users, 1, time.time() - 300)
     k = min(args.tail, len(tail["user_ids"]))
@@ -315,11 +344,11 @@ def main() -> int:
         work = Path(tmp)
         if "rate" in phases:
             results["rate"] = rate_phase(args, work)
-        engine = cols = proc = None
+        checkpoints = cols = proc = None
         if {"memory", "restart", "api"} & set(phases):
-            results["memory"], engine, cols = memory_phase(args)
+            results["memory"], checkpoints, cols = memory_phase(args)
         if {"restart", "api"} & set(phases):
-            results["restart"], proc = restart_phase(args, work, engine, cols)
+            results["restart"], proc = restart_phase(args, work, checkpoints, cols)
         if "api" in phases and proc is not None:
             half = args.half_rate or (
                 0.5 * float(np.median(results["rate"]["events_per_s_on"]))
