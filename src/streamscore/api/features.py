@@ -23,6 +23,7 @@ from streamscore.api.reads import READ_DENIED
 from streamscore.api.responses import error, json_response
 from streamscore.features.engine import Table
 from streamscore.features.stage import FeatureStage, NotReady
+from streamscore.handoff import served
 from streamscore.service import Service
 
 MAX_LOOKUP_USERS = 1000
@@ -90,12 +91,14 @@ def _names(text: str | None) -> list[str] | None:
     return None if text is None else [n for n in text.split(",") if n]
 
 
-def answers(
+async def answers(
     stage: FeatureStage, users: Sequence[str], version: str | None, names: Sequence[str] | None
 ) -> list[bytes]:
-    """Each user's answer as JSON; raises KeyError (unknown version/feature) or NotReady."""
+    """Each user's answer as JSON; raises KeyError (unknown version/feature) or NotReady.
+    The engine's lock is awaited, not blocked on: the loop serves others meanwhile."""
     version, engine = stage.engine(version)
-    return encode_users(users, version, engine.table(users, version, names))
+    table = await served(engine.submit_table(users, version, names))
+    return encode_users(users, version, table)
 
 
 def encode_users(users: Sequence[str], version: str, table: Table) -> list[bytes]:
@@ -152,13 +155,13 @@ def _json(parts: list[bytes]) -> Response:
 def router(service: Service, authorizer: Authorizer) -> APIRouter:
     routes = APIRouter(dependencies=[Depends(authorizer.require("read"))], tags=["features"])
 
-    def answer(
+    async def answer(
         users: Sequence[str], version: str | None, names: Sequence[str] | None
     ) -> list[bytes] | Response:
         if service.features is None:
             return error(503, "features are off (--features off)")
         try:
-            return answers(service.features, users, version, names)
+            return await answers(service.features, users, version, names)
         except KeyError as exc:
             return error(404, str(exc.args[0]))
         except NotReady as exc:
@@ -172,7 +175,7 @@ def router(service: Service, authorizer: Authorizer) -> APIRouter:
         ] = None,
         names: Annotated[str | None, Query(description="comma-separated feature names")] = None,
     ) -> Response:
-        found = answer([user_id], version, _names(names))
+        found = await answer([user_id], version, _names(names))
         return found if isinstance(found, Response) else _json(found)
 
     @routes.get(
@@ -185,7 +188,7 @@ def router(service: Service, authorizer: Authorizer) -> APIRouter:
             str | None, Query(description="feature version (default: server's)")
         ] = None,
     ) -> Response:
-        found = answer([user_id], version, [name])
+        found = await answer([user_id], version, [name])
         return found if isinstance(found, Response) else _json(found)
 
     @routes.post(
@@ -208,7 +211,7 @@ def router(service: Service, authorizer: Authorizer) -> APIRouter:
                 f'body must be {{"users": [...] (at most {MAX_LOOKUP_USERS}), "names": [...], '
                 f'"version": "..."}}: {exc}',
             )
-        found = answer(body.users, body.version, body.names)
+        found = await answer(body.users, body.version, body.names)
         if isinstance(found, Response):
             return found
         return Response(b'{"users":[' + b",".join(found) + b"]}", media_type="application/json")

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from streamscore.api import schemas
 from streamscore.api.auth import Authorizer
 from streamscore.api.responses import error, json_response
+from streamscore.handoff import served
 from streamscore.service import Service
 
 HISTORY_DEFAULT_LIMIT = 1000
@@ -33,7 +34,7 @@ def router(service: Service, authorizer: Authorizer) -> APIRouter:
     )
     async def median(user_id: str) -> Response:
         service.counters.median_requests += 1
-        value, count = service.windows.get(user_id)
+        value, count = await served(service.windows.submit_get(user_id))
         clock = service.clock
         known = math.isfinite(clock.time)
         return json_response(

@@ -38,8 +38,8 @@ from __future__ import annotations
 import io
 import json
 import sys
-import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,7 @@ from streamscore.features.aggregations import Column
 from streamscore.features.definitions import Aggregate, FeatureDefinitions, Window
 from streamscore.features.tiles import MAX, Runs
 from streamscore.features.windows import TILES_PER_WINDOW, first_tile, tile_index
+from streamscore.handoff import HandoffLock
 
 Attributes = dict[str, float | str | bool] | None
 INTEGER = ("count", "distinct_count")
@@ -134,8 +135,9 @@ class FeatureEngine:
         self.sets = {v: definitions[v] for v in self.versions}
         self.time = -np.inf
         self.events = 0
-        # One writer (ingest) and many readers (HTTP) share the arrays: public calls take it.
-        self.lock = threading.Lock()
+        # One writer (ingest) and many readers (HTTP) share the arrays: public calls take it;
+        # HTTP reads are `submit`ted to it, so the event loop never blocks on an update.
+        self.lock = HandoffLock()
         self._slot_of: dict[str, int] = {}
         self._interners: dict[str, Interner] = {}
         self._series: dict[float, _Series] = {}
@@ -357,12 +359,21 @@ class FeatureEngine:
         self, user_ids: Sequence[str], version: str, names: Sequence[str] | None = None
     ) -> Table:
         """`lookup` as columns: what a serving path encodes without a dict per value."""
+        return self.submit_table(user_ids, version, names).result()
+
+    def submit_table(
+        self, user_ids: Sequence[str], version: str, names: Sequence[str] | None = None
+    ) -> Future[Table]:
+        """`table`, run under the lock as soon as an update slice lets go of it (see
+        `HandoffLock`): the event loop awaits it instead of blocking."""
         names = self._names(version, names)
-        with self.lock:
+
+        def read() -> Table:
             values, kinds, bounds = self._compute(user_ids, version, names)
-            time = self.time
-        columns = {name: self._python(values[name], kinds[name]) for name in names}
-        return Table(columns, {n: bounds[n] for n in names if n in bounds}, time)
+            columns = {name: self._python(values[name], kinds[name]) for name in names}
+            return Table(columns, {n: bounds[n] for n in names if n in bounds}, self.time)
+
+        return self.lock.submit(read)
 
     def vector(self, user_ids: Sequence[str], version: str, names: Sequence[str]) -> np.ndarray:
         """Model input, one row per user in `names` order: booleans 0/1, null NaN, no strings."""

@@ -3,7 +3,9 @@
 A `WindowedStatistic` (see `windows.base`): `update` inserts a commit's live events and expires
 what left the window; underneath, `insert` events, `expire` everything older than a cutoff,
 then `get` a user's median. Thread-safe: the writer thread updates while HTTP handlers
-read, each under `lock` (kernels release the GIL while they run). Every operation costs at most
+read, each under `lock` (kernels release the GIL while they run); inserts hold it one slice of
+`SLICE` events at a time, and the event loop `submit_get`s its reads so that it never blocks
+on an insert (see `streamscore.handoff`). Every operation costs at most
 a block of `kernels.BLOCK` keys plus logarithmic searches, however many events one user holds,
 so a hot user cannot stall the others (see `windows.kernels`).
 
@@ -23,20 +25,22 @@ a stream of ever-new user ids holds memory for the users live at once, not for a
 
 from __future__ import annotations
 
-import threading
+from concurrent.futures import Future
 
 import numpy as np
 
 from streamscore.events import EventBatch
+from streamscore.handoff import HandoffLock
 from streamscore.windows import kernels
 from streamscore.windows.event_time import StreamClock
 
 MIN_HEAP = 1024
+SLICE = 4096  # events per hold of the lock by `insert`: what a read may wait behind
 
 
 class RollingMedians:
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = HandoffLock()
         self._keys, self._meta = kernels.new_lists()
         self._empty = np.zeros(0, dtype=np.int32)  # shared by every empty slot
         self._size = np.zeros(0, dtype=np.int64)
@@ -79,6 +83,11 @@ class RollingMedians:
     def insert(self, user_ids: list[str], timestamps: np.ndarray, scores: np.ndarray) -> None:
         keys = kernels.to_keys(scores)
         ts = np.ascontiguousarray(timestamps, dtype=np.float64)
+        for lo in range(0, len(user_ids), SLICE):
+            hi = lo + SLICE
+            self._insert(user_ids[lo:hi], ts[lo:hi], keys[lo:hi])
+
+    def _insert(self, user_ids: list[str], ts: np.ndarray, keys: np.ndarray) -> None:
         with self.lock:
             slots = np.fromiter(
                 (self._slot(u) for u in user_ids), dtype=np.int64, count=len(user_ids)
@@ -124,12 +133,19 @@ class RollingMedians:
 
     def get(self, user_id: str) -> tuple[float | None, int]:
         """(median, count); the median is None when the user has no event in the window."""
-        with self.lock:
+        return self.submit_get(user_id).result()
+
+    def submit_get(self, user_id: str) -> Future[tuple[float | None, int]]:
+        """`get`, run as soon as the lock is free (now, or when an insert slice ends)."""
+
+        def read() -> tuple[float | None, int]:
             slot = self._slot_of.get(user_id)
             if slot is None:
                 return None, 0
             median = kernels.median_of(self._keys, self._meta, self._size, self._blocks, slot)
             return float(median), int(self._size[slot])
+
+        return self.lock.submit(read)
 
     def medians(self, exclude_prefix: str | None = None) -> np.ndarray:
         """Every user's median (users with an empty window left out), without the users whose
