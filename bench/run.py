@@ -1,6 +1,6 @@
 """The benchmark: one command, fresh stores, the real service driven by `streamscore generate`.
 
-    .venv/bin/python -m bench.run            # full run (~6 minutes), results in bench/results/
+    .venv/bin/python -m bench.run            # full run (~25 minutes), results in bench/results/
     .venv/bin/python -m bench.run --smoke    # seconds; checks that every phase runs and reports
 
 Every phase reports against baselines measured in this same run (the machines are shared and
@@ -37,6 +37,7 @@ from streamscore.store.postgres import PostgresStore
 from streamscore.store.sqlite import INSERT_CHUNK, SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
+SLOPE = (1_000_000, 10_000_000)  # live windowed events between which the RSS slope is taken
 
 
 def free_port() -> int:
@@ -117,25 +118,40 @@ def drop_postgres(admin_url: str, url: str) -> None:
         admin.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")  # type: ignore[arg-type]
 
 
-def indexing_rate(store: Store, events: int, batch: int = 8192) -> float:
-    """Events/s that the store's indexer moves from the log into history (COPY on PostgreSQL,
-    one json_each INSERT per chunk on SQLite), on `events` synthetic logged events."""
+def log_synthetic(
+    store: Store, users: list[str], timestamps: np.ndarray, batch: int = 8192
+) -> None:
+    """Append synthetic scored events to the store's durable log, as the writer does."""
     rng = np.random.default_rng(1)
     model_id = store.register_model("bench-synthetic")
-    now = time.time()
     seq = store.last_seq() + 1
-    for low in range(0, events, batch):
-        n = min(batch, events - low)
-        users = [f"idx-{u}" for u in rng.integers(0, 10_000, n).tolist()]
-        ts = now - rng.uniform(0, 300, n)
-        blob = log_codec.encode(users, [None] * n, ts, rng.random(n, "f4"), rng.random((n, 3)))
+    for low in range(0, len(users), batch):
+        ts = timestamps[low : low + batch]
+        n = len(ts)
+        blob = log_codec.encode(
+            users[low : low + batch], [None] * n, ts, rng.random(n, "f4"), rng.random((n, 3))
+        )
         store.append(seq, blob, model_id, 0, 0, float(ts.max()), n)
         seq += n
+
+
+def index_all(store: Store) -> tuple[int, float]:
+    """Run the store's indexer until the log is chunked: (events moved, seconds)."""
     started = time.perf_counter()
     moved = 0
     while step := store.index_pending():
         moved += step
-    return moved / (time.perf_counter() - started)
+    return moved, time.perf_counter() - started
+
+
+def indexing_rate(store: Store, events: int) -> float:
+    """Events/s that the store's indexer moves from the log into history chunks, on `events`
+    synthetic logged events of 10,000 users."""
+    rng = np.random.default_rng(1)
+    users = [f"idx-{u}" for u in rng.integers(0, 10_000, events).tolist()]
+    log_synthetic(store, users, time.time() - rng.uniform(0, 300, events))
+    moved, seconds = index_all(store)
+    return moved / seconds
 
 
 def generate(url: str, seconds: float, rps: float = 0, **options: Any) -> dict[str, Any]:
@@ -270,6 +286,83 @@ def build_history_store(path: Path, events: int, per_user: int) -> float:
     return time.perf_counter() - started
 
 
+def small_requests(server: Proc, users: int, seconds: float) -> dict[str, Any]:
+    """Flat-out 10-event and 1-event requests on 50 connections (the seeds' load shape)."""
+    loads = {}
+    for name, size in (("ten_event", 10), ("single_event", 1)):
+        run = generate(server.url, seconds, batch_size=size, concurrency=50, users=users)
+        loads[name] = {
+            "requests_per_second": round(run["requests"] / run["seconds"]),
+            "events_per_second": run["events_per_second"],
+            "p50_ms": round(run["latency_seconds"]["p50"] * 1000, 2),
+            "p99_ms": round(run["latency_seconds"]["p99"] * 1000, 2),
+            "errors": run["errors"],
+        }
+    return loads
+
+
+def deep_user_history(
+    store: Store, where: Path | str, log: Path, events: int, seconds: float
+) -> dict[str, Any]:
+    """10,000-row history pages of one user with `events` events (0.1 s apart, ending an hour
+    ago), chunked by the store's own indexer, from random `since` points. Closes `store`."""
+    end = time.time() - 3600
+    timestamps = end - 0.1 * np.arange(events, dtype=np.float64)[::-1]
+    log_synthetic(store, ["deep-user"] * events, timestamps)
+    moved, index_seconds = index_all(store)
+    store.close()
+    server = serve(where, log)
+    first = float(timestamps[0])
+    span = 0.1 * (events - 10_000)
+
+    def page(stop: threading.Event) -> list[float]:
+        return probe(
+            server.port,
+            lambda: f"/users/deep-user/history?limit=10000&since={first + random.random() * span}",
+            stop,
+        )
+
+    _, probes = run_with_probes(server.port, {"page": page}, lambda: time.sleep(seconds))
+    status, body = get(server.port, f"/users/deep-user/history?limit=10000&since={first}")
+    rows = len(json.loads(body)["history"]) if status == 200 else 0
+    server.stop()
+    return {
+        "user_events": events,
+        "rows_per_page": rows,
+        "index_seconds": round(index_seconds, 1),
+        "indexed": moved,
+        **quantiles_ms(probes["page"]),
+    }
+
+
+def rss_slope(
+    where: Path | str, log: Path, low: int, high: int, chunk_seconds: float
+) -> dict[str, Any]:
+    """Marginal RSS per live windowed event: the RSS slope between the first samples with at
+    least `low` and at least `high` live events (100,000 users, a one-hour window, flat-out
+    500-event requests generated `chunk_seconds` at a time)."""
+    server = serve(where, log, "--window", "3600")
+    points: dict[str, tuple[int, float]] = {}
+    try:
+        while "high" not in points:
+            generate(server.url, chunk_seconds, batch_size=500, concurrency=16, users=100_000)
+            live = server.stats()["windowed_events"]
+            if "low" not in points and live >= low:
+                points["low"] = (live, server.rss_mb())
+            elif "low" in points and live >= high:
+                points["high"] = (live, server.rss_mb())
+    finally:
+        server.stop()
+    (n_low, rss_low), (n_high, rss_high) = points["low"], points["high"]
+    return {
+        "events_low": n_low,
+        "events_high": n_high,
+        "rss_mb_low": round(rss_low, 1),
+        "rss_mb_high": round(rss_high, 1),
+        "bytes_per_event": round((rss_high - rss_low) * 2**20 / (n_high - n_low), 1),
+    }
+
+
 def ingest_phases(
     server: Proc,
     gen: dict[str, Any],
@@ -279,7 +372,8 @@ def ingest_phases(
     baseline_parse_eps: float,
 ) -> dict[str, Any]:
     """Sustained durable throughput (JSON, then NDJSON) on a fresh store, then ingest latency,
-    median latency and ack-to-history visibility at half that rate. Stops the server."""
+    median latency and ack-to-history visibility at half that rate, then 10-event and 1-event
+    requests. Stops the server."""
     phase("throughput")
     generate(server.url, 2, **gen)  # warm-up: kernels compiled, caches filled
     json_run = generate(server.url, args.seconds, **gen)
@@ -319,6 +413,8 @@ def ingest_phases(
         "median": quantiles_ms(probes["median"]),
         "visible_in_history": quantiles_ms(probes["visibility"]),
     }
+    phase("small requests")
+    results["small_requests"] = small_requests(server, gen["users"], max(short, 10))
     server.stop()
     return results
 
@@ -424,6 +520,34 @@ def main() -> int:
     }
     server.stop()
 
+    # 5b. Deep history (10,000-row pages of a user with 1M events) and the marginal RSS slope
+    # per live windowed event, on each store.
+    deep_events = 20_000 if args.smoke else 1_000_000
+    low, high = (50_000, 400_000) if args.smoke else SLOPE
+    chunk_seconds = 1 if args.smoke else 5
+    phase(f"deep history ({deep_events:,} events of one user) and RSS slope, sqlite")
+    deep_path = work / "deep" / "events.db"
+    results["deep_history"] = {
+        "sqlite": deep_user_history(SQLiteStore(deep_path), deep_path, log, deep_events, short)
+    }
+    results["rss_slope"] = {
+        "sqlite": rss_slope(work / "slope" / "events.db", log, low, high, chunk_seconds)
+    }
+    if args.postgres:
+        phase("deep history and RSS slope, postgresql")
+        url = fresh_postgres(args.postgres)
+        try:
+            results["deep_history"]["postgresql"] = deep_user_history(
+                PostgresStore(url), url, log, deep_events, short
+            )
+        finally:
+            drop_postgres(args.postgres, url)
+        url = fresh_postgres(args.postgres)
+        try:
+            results["rss_slope"]["postgresql"] = rss_slope(url, log, low, high, chunk_seconds)
+        finally:
+            drop_postgres(args.postgres, url)
+
     # 6-7. Memory per windowed event with 10k and 100k users; restart time.
     for users_n in (10_000, 100_000):
         phase(f"memory, {users_n:,} users")
@@ -510,6 +634,7 @@ def table(r: dict[str, Any]) -> str:
             "ack to visible in history",
             f"p50 {hr['visible_in_history']['p50_ms']} ms, p99 {hr['visible_in_history']['p99_ms']} ms",
         ),
+        *_small_rows("", r["small_requests"]),
         (
             f"history, 500 rows, {hist['store_events']:,}-event store",
             f"p50 {hist['p50_ms']} ms, p99 {hist['p99_ms']} ms",
@@ -544,7 +669,26 @@ def table(r: dict[str, Any]) -> str:
                 f"p50 {pg['half_rate']['visible_in_history']['p50_ms']} ms, "
                 f"p99 {pg['half_rate']['visible_in_history']['p99_ms']} ms",
             ),
+            (
+                "PostgreSQL: median query at half peak",
+                f"p50 {pg['half_rate']['median']['p50_ms']} ms, p99 {pg['half_rate']['median']['p99_ms']} ms",
+            ),
+            *_small_rows("PostgreSQL: ", pg["small_requests"]),
         ]
+    for store, deep in r["deep_history"].items():
+        rows.append(
+            (
+                f"history, {deep['rows_per_page']:,}-row page, user of {deep['user_events']:,} events, {store}",
+                f"p50 {deep['p50_ms']} ms, p99 {deep['p99_ms']} ms",
+            )
+        )
+    for store, slope in r["rss_slope"].items():
+        rows.append(
+            (
+                f"marginal RSS / live event, {slope['events_low']:,} to {slope['events_high']:,}, {store}",
+                f"{slope['bytes_per_event']} B ({slope['rss_mb_low']} to {slope['rss_mb_high']} MB)",
+            )
+        )
     rows += [
         (f"indexing rate, {store}", f"{eps:,.0f} events/s")
         for store, eps in r["indexing_eps"].items()
@@ -560,6 +704,17 @@ def table(r: dict[str, Any]) -> str:
         )
     width = max(len(a) for a, _ in rows)
     return "\n".join(f"| {a:<{width}} | {b} |" for a, b in rows)
+
+
+def _small_rows(prefix: str, loads: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (
+            f"{prefix}{label} requests, 50 connections",
+            f"{load['requests_per_second']:,} requests/s ({load['events_per_second']:,.0f} events/s), "
+            f"p50 {load['p50_ms']} ms, p99 {load['p99_ms']} ms",
+        )
+        for label, load in (("10-event", loads["ten_event"]), ("1-event", loads["single_event"]))
+    ]
 
 
 if __name__ == "__main__":

@@ -39,7 +39,20 @@ def test_bench_smoke_reports_every_phase(tmp_path: Path) -> None:
     assert postgres["throughput"]["json_eps"] > 0 and not postgres["throughput"]["json_errors"]
     assert postgres["half_rate"]["visible_in_history"]["n"] > 0
     assert report["indexing_eps"]["sqlite"] > 0 and report["indexing_eps"]["postgresql"] > 0
+    for loads in (report["small_requests"], postgres["small_requests"]):
+        for load in (loads["ten_event"], loads["single_event"]):
+            assert load["requests_per_second"] > 0 and load["events_per_second"] > 0
+    for store in ("sqlite", "postgresql"):
+        deep = report["deep_history"][store]
+        assert deep["n"] > 0 and deep["user_events"] == 20_000 == deep["indexed"]
+        assert deep["rows_per_page"] == 10_000
+        slope = report["rss_slope"][store]
+        assert (
+            slope["events_high"] >= 400_000 > 50_000 <= slope["events_low"] < slope["events_high"]
+        )
     assert "| durable ingest, JSON 500/batch" in result.stdout
+    assert "| 1-event requests, 50 connections" in result.stdout
+    assert "marginal RSS / live event" in result.stdout
     assert "| PostgreSQL: durable ingest" in result.stdout
 
 
