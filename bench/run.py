@@ -64,11 +64,20 @@ class Proc:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.args} exited; see {self.log}")
             try:
-                if get(self.port, "/health")[0] == 200:
+                if get(self.port, "/health")[0] == 200 and self._backfilled():
                     return self
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise RuntimeError(f"{self.args} did not start; see {self.log}")
+
+    def _backfilled(self) -> bool:
+        """No feature version is still being backfilled from stored history (a background
+        job at start that would otherwise share the CPU with the phase measured next)."""
+        status, body = get(self.port, "/features/versions")
+        return status != 200 or all(
+            v["state"] != "backfilling" for v in json.loads(body)["versions"]
+        )
 
     def stop(self) -> None:
         if self.proc is not None:

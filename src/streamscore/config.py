@@ -135,9 +135,12 @@ class Settings:
         default=5.0,
         metadata={"help": "seconds a write waits for a locked database before a 503"},
     )
+    # Pages read the acknowledged events not chunked yet, so this bounds only how many events
+    # wait in the log: at 0.2 s a flush at 38k events/s over 10k users is ~1 event per chunk
+    # (a row per event, then compaction rewrites them); 1 s cut the server's CPU by 17 %.
     index_interval: float = field(
-        default=0.2,
-        metadata={"help": "seconds between moves of acknowledged events into the history index"},
+        default=1.0,
+        metadata={"help": "seconds between moves of acknowledged events into history chunks"},
     )
     max_index_lag: int = field(
         default=500_000,

@@ -26,6 +26,7 @@ def flush(
     rows: list[tuple[str, float, float, str | None]],
     first_seq: int = 1,
     variants: list[str | None] | None = None,
+    step: int = chunks.STEP,
 ) -> list[chunks.Chunk]:
     n = len(rows)
     return chunks.split(
@@ -38,6 +39,7 @@ def flush(
         np.full(n, 7),
         [[None] * n, [None] * n, variants] if variants is not None else (),
         {"variant": variants} if variants is not None else None,
+        step,
     )
 
 
@@ -53,9 +55,11 @@ def test_keys_round_trip(finite_ts: list[float], data: st.DataObject) -> None:
     assert keys.scores.tobytes() == scores.tobytes()
 
 
-@given(events)
-def test_a_flush_splits_into_one_sorted_chunk_per_user_and_day(rows) -> None:  # type: ignore[no-untyped-def]
-    got = flush(rows)
+@given(events, st.sampled_from([1, 2, 7, chunks.STEP]))
+def test_a_flush_splits_into_one_sorted_chunk_per_user_and_day(rows, step) -> None:  # type: ignore[no-untyped-def]
+    """Whatever the number of events converted per step (small steps cut the flush into
+    many groups of whole runs)."""
+    got = flush(rows, step=step)
     day = lambda ts: ts // chunks.DAY  # noqa: E731
     assert sorted((c.user_id, day(c.min_ts)) for c in got) == sorted(
         {(r[0], day(r[1])) for r in rows}
@@ -76,6 +80,22 @@ def test_a_flush_splits_into_one_sorted_chunk_per_user_and_day(rows) -> None:  #
         records = msgspec.json.decode(chunk.records)
         assert [(r[0], r[2], r[1], r[3]) for r in records] == want
         assert all(r[4] == 7 and r[5] == [2.0 * (r[2] - 1), 2.0 * (r[2] - 1) + 1] for r in records)
+
+
+@given(events, st.data(), st.sampled_from([1, 3, chunks.STEP]))
+def test_details_and_records_follow_their_events_at_any_step(rows, data, step) -> None:  # type: ignore[no-untyped-def]
+    variants = data.draw(
+        st.lists(st.none() | st.sampled_from(["A", "B"]), min_size=len(rows), max_size=len(rows))
+    )
+    for chunk in flush(rows, variants=variants, step=step):
+        keys = chunks.unpack(chunk.keys, chunk.details)
+        want = {seq: variants[seq - 1] for seq in keys.seqs.tolist()}
+        got = keys.details.get("variant")
+        assert (got.tolist() if got is not None else [None] * len(keys)) == [
+            want[seq] for seq in keys.seqs.tolist()
+        ]
+        records = msgspec.json.decode(chunk.records)
+        assert [r[-1] for r in records] == [want[r[2]] for r in records]
 
 
 @given(events, events)
