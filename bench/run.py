@@ -1,7 +1,7 @@
 """The benchmark: one command, fresh stores, the real service driven by `streamscore generate`.
 
-    .venv/bin/python -m bench.run            # full run (~25 minutes), results in bench/results/
-    .venv/bin/python -m bench.run --smoke    # seconds; checks that every phase runs and reports
+    .venv/bin/python -m bench.run            # full run (~20 minutes), results in bench/results/
+    .venv/bin/python -m bench.run --smoke    # a few minutes; checks that every phase runs and reports
 
 Every phase reports against baselines measured in this same run (the machines are shared and
 noisy): the generator's ceiling against a server that discards bodies, and the HTTP + parse
