@@ -345,15 +345,18 @@ def deep_user_history(
 
 
 def rss_slope(
-    where: Path | str, log: Path, low: int, high: int, chunk_seconds: float
+    where: Path | str, log: Path, low: int, high: int, chunk_seconds: float, budget: float = 900
 ) -> dict[str, Any]:
     """Marginal RSS per live windowed event: the RSS slope between the first samples with at
     least `low` and at least `high` live events (100,000 users, a one-hour window, flat-out
-    500-event requests generated `chunk_seconds` at a time)."""
+    500-event requests generated `chunk_seconds` at a time, for at most `budget` seconds)."""
     server = serve(where, log, "--window", "3600")
     points: dict[str, tuple[int, float]] = {}
+    deadline = time.monotonic() + budget
     try:
         while "high" not in points:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {high:,} live events after {budget:g} s")
             generate(server.url, chunk_seconds, batch_size=500, concurrency=16, users=100_000)
             live = server.stats()["windowed_events"]
             if "low" not in points and live >= low:
