@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from streamscore.config import Settings, env_name, from_env, parse_bool
 from streamscore.store.base import SchemaTooNew, StoreUnavailable
@@ -151,21 +151,26 @@ def serve(settings: Settings) -> None:
     log.info("starting", extra={"settings": shown})  # never the keys themselves
     for warning in warnings:
         log.warning(warning)
-    try:
-        app = create_app(settings)
-    except ValueError as exc:  # an unsupported store URL
-        raise BadOption(str(exc)) from None
-    service = app.state.service
-    log.info(
-        "recovered",
-        extra={
-            "events": service.counters.events,
-            "windowed_events": service.windows.events,
-            "users": service.windows.users,
-            "seconds": round(service.recovery_seconds, 3),
-            "model_version": service.scorer.version,
-        },
-    )
+    if settings.cluster:
+        app = _cluster_app(settings)
+        admission = app.state.node.admission
+    else:
+        try:
+            app = create_app(settings)
+        except ValueError as exc:  # an unsupported store URL
+            raise BadOption(str(exc)) from None
+        service = app.state.service
+        admission = service.admission
+        log.info(
+            "recovered",
+            extra={
+                "events": service.counters.events,
+                "windowed_events": service.windows.events,
+                "users": service.windows.users,
+                "seconds": round(service.recovery_seconds, 3),
+                "model_version": service.scorer.version,
+            },
+        )
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -178,7 +183,7 @@ def serve(settings: Settings) -> None:
         limit_concurrency=settings.max_connections,
     )
     server = uvicorn.Server(config)
-    closing = app.state.dashboard_closing
+    closing = getattr(app.state, "dashboard_closing", None)
 
     def stop() -> None:
         server.should_exit = True  # uvicorn finishes in-flight requests, then returns
@@ -187,12 +192,13 @@ def serve(settings: Settings) -> None:
         """SIGTERM/SIGINT: refuse new ingest (503) at once, keep listening `shutdown_delay`
         seconds so a load balancer sees /ready fail, then finish in-flight requests and exit 0.
         A second signal stops at once."""
-        if service.admission.closing:
+        if admission.closing:
             stop()
             return
         log.info("shutting down", extra={"signal": signal.Signals(sig).name})
-        service.admission.close("shutting down")
-        closing.set()  # end dashboard streams, so that open pages do not delay the shutdown
+        admission.close("shutting down")
+        if closing is not None:
+            closing.set()  # end dashboard streams, so that open pages do not delay the shutdown
         timer = threading.Timer(settings.shutdown_delay, stop)
         timer.daemon = True
         timer.start()
@@ -206,6 +212,28 @@ def serve(settings: Settings) -> None:
     gc.freeze()
     server.run()
     log.info("stopped")
+
+
+def _cluster_app(settings: Settings) -> Any:
+    """The app of a cluster node; a bad cluster option is a `BadOption`."""
+    from streamscore.api.cluster_app import create_cluster_app
+    from streamscore.scoring.model import create_model, load_model
+    from streamscore.service import demo_model_path
+    from streamscore.store.open import POSTGRES_PREFIXES
+
+    if not settings.node_id:
+        raise BadOption("--cluster needs --node-id")
+    if not settings.store.startswith(POSTGRES_PREFIXES):
+        raise BadOption("--cluster needs a postgresql:// --store (the cluster's shared history)")
+    if settings.dead_after < 3 * settings.heartbeat_interval:
+        raise BadOption("--dead-after must be at least 3 heartbeat intervals")
+    path = Path(settings.model) if settings.model else demo_model_path(settings.store)
+    if not settings.model and not path.exists():
+        create_model(path)
+    try:
+        return create_cluster_app(settings, load_model(path))
+    except ValueError as exc:  # a bad cluster name or node id
+        raise BadOption(str(exc)) from None
 
 
 class Parser(argparse.ArgumentParser):

@@ -267,6 +267,57 @@ class Settings:
             "new ingest answer 503 (lets a load balancer drain this instance)"
         },
     )
+    # -- cluster mode (docs/cluster.md) --
+    cluster: str | None = field(
+        default=None,
+        metadata={
+            "help": "NATS URL (nats://HOST:4222) to run as a node of a cluster; needs a "
+            "postgresql:// --store and --node-id; unset = a single node"
+        },
+    )
+    node_id: str | None = field(
+        default=None, metadata={"help": "this node's name in the cluster (letters, digits, -, _)"}
+    )
+    cluster_name: str = field(
+        default="streamscore",
+        metadata={
+            "help": "names the JetStream stream, key-value bucket, PostgreSQL schema and "
+            "Redis keys, so that clusters can share a bus and a database"
+        },
+    )
+    partitions: int = field(
+        default=64,
+        metadata={"help": "partitions P of a new cluster (fixed at its creation)"},
+    )
+    cluster_replicas: int = field(
+        default=1,
+        metadata={"help": "JetStream replicas of a new cluster's stream (3 in production)"},
+    )
+    online_store: str | None = field(
+        default=None,
+        metadata={
+            "help": "Redis URL (redis://HOST:6379/0) where owners keep each user's median, so "
+            "that any node answers median reads itself; unset = forward them to the owner"
+        },
+    )
+    advertise_url: str | None = field(
+        default=None,
+        metadata={"help": "this node's base URL for the others (default http://HOST:PORT)"},
+    )
+    heartbeat_interval: float = field(
+        default=2.0, metadata={"help": "seconds between a node's heartbeats and lease rounds"}
+    )
+    dead_after: float = field(
+        default=6.0,
+        metadata={
+            "help": "seconds of silence after which a node is dead and its partitions are "
+            "taken over (at least 3 heartbeat intervals)"
+        },
+    )
+    cluster_ack_wait: float = field(
+        default=10.0,
+        metadata={"help": "seconds JetStream waits for an owner's ack before redelivering"},
+    )
 
 
 def parse_bool(text: str) -> bool:

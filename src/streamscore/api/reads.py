@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+from collections.abc import Callable
 from typing import Annotated
 
 import msgspec
@@ -17,6 +18,7 @@ from streamscore.api.responses import error, json_response
 from streamscore.handoff import served
 from streamscore.service import Service
 
+HistoryRow = tuple[float, float, int, dict[str, object]]  # (timestamp, score, seq, details)
 HISTORY_DEFAULT_LIMIT = 1000
 HISTORY_MAX_LIMIT = 10_000
 
@@ -63,23 +65,7 @@ def router(service: Service, authorizer: Authorizer) -> APIRouter:
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     ) -> Response:
         service.counters.history_requests += 1
-        try:
-            after = _decode_cursor(cursor) if cursor else (-math.inf, -1)
-        except ValueError:
-            return error(400, "invalid cursor: pass next_cursor from a previous page unchanged")
-        low = -math.inf if since is None else since
-        high = math.inf if until is None else until
-        rows = service.store.history(user_id, low, high, after, limit)
-        next_cursor = _encode_cursor(rows[-1][0], rows[-1][2]) if len(rows) == limit else None
-        return json_response(
-            {
-                "user_id": user_id,
-                "history": [
-                    {"timestamp": ts, "score": score, **details} for ts, score, _, details in rows
-                ],
-                "next_cursor": next_cursor,
-            }
-        )
+        return history_body(service.store.history, user_id, since, until, limit, cursor)
 
     @routes.get("/stats", response_model=schemas.StatsResponse, responses=READ_DENIED)
     async def stats(
@@ -90,6 +76,34 @@ def router(service: Service, authorizer: Authorizer) -> APIRouter:
         return json_response(service.gauges.stats(include_simulated))
 
     return routes
+
+
+def history_body(
+    read: Callable[[str, float, float, tuple[float, int], int], list[HistoryRow]],
+    user_id: str,
+    since: float | None,
+    until: float | None,
+    limit: int,
+    cursor: str | None,
+) -> Response:
+    """One history page read by `read` (a store's `history`), as the endpoint answers it."""
+    try:
+        after = _decode_cursor(cursor) if cursor else (-math.inf, -1)
+    except ValueError:
+        return error(400, "invalid cursor: pass next_cursor from a previous page unchanged")
+    low = -math.inf if since is None else since
+    high = math.inf if until is None else until
+    rows = read(user_id, low, high, after, limit)
+    next_cursor = _encode_cursor(rows[-1][0], rows[-1][2]) if len(rows) == limit else None
+    return json_response(
+        {
+            "user_id": user_id,
+            "history": [
+                {"timestamp": ts, "score": score, **details} for ts, score, _, details in rows
+            ],
+            "next_cursor": next_cursor,
+        }
+    )
 
 
 def _encode_cursor(ts: float, seq: int) -> str:

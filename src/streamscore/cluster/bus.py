@@ -25,13 +25,17 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from streamscore.cluster.partitions import DEFAULT_PARTITIONS, check_cluster_name, subject
+from streamscore.store.base import StoreUnavailable
 
 DUPLICATE_WINDOW = 120.0
 PARTITIONS_KEY = "config.partitions"
 
 
-class BusUnavailable(Exception):
-    """NATS or JetStream did not acknowledge in time: the caller cannot promise durability (503)."""
+class BusUnavailable(StoreUnavailable):
+    """NATS or JetStream did not acknowledge in time: the caller cannot promise durability (503).
+
+    In a cluster the bus is where an acknowledged event is kept, so this is the cluster's
+    `StoreUnavailable`."""
 
 
 class PartitionCountMismatch(Exception):
@@ -106,12 +110,14 @@ async def delete_cluster(cluster: Cluster) -> None:
 class Published:
     stored: int  # messages JetStream stored for the first time
     duplicates: int  # messages it had already stored under the same id (a retried request)
+    duplicated: tuple[bool, ...] = ()  # per message, in publish order: was it a duplicate
 
 
 async def publish_batch(
     cluster: Cluster,
     messages: Mapping[int, Sequence[tuple[str, bytes]]],
     timeout: float = 5.0,
+    headers: Mapping[str, str] | None = None,
 ) -> Published:
     """Publish (msg_id, payload) pairs to their partitions; return once JetStream acked them all.
 
@@ -120,6 +126,7 @@ async def publish_batch(
     and identical on a retry (e.g. derived from the request id or the events' ids).
     Raises BusUnavailable if NATS is disconnected or any ack is missing after `timeout` seconds:
     some messages may then be stored, which is why a retry with the same ids is safe.
+    `headers` are added to every message.
     """
     if not cluster.nc.is_connected:
         raise BusUnavailable("not connected to NATS")
@@ -131,7 +138,7 @@ async def publish_batch(
                 for msg_id, payload in items:
                     acks.append(
                         await cluster.js.publish_async(
-                            topic, payload, headers={api.Header.MSG_ID: msg_id}
+                            topic, payload, headers={**(headers or {}), api.Header.MSG_ID: msg_id}
                         )
                     )
             done = await asyncio.gather(*acks)
@@ -139,5 +146,6 @@ async def publish_batch(
         for ack in acks:
             ack.cancel()
         raise BusUnavailable(f"JetStream did not acknowledge: {err!r}") from err
-    duplicates = sum(1 for ack in done if ack.duplicate)
-    return Published(stored=len(done) - duplicates, duplicates=duplicates)
+    duplicated = tuple(bool(ack.duplicate) for ack in done)
+    duplicates = sum(duplicated)
+    return Published(len(done) - duplicates, duplicates, duplicated)

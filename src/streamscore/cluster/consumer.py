@@ -13,11 +13,13 @@ acknowledged, hence redelivered at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nats.errors
+import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
@@ -33,12 +35,15 @@ class Delivery:
 
     partition: int
     payloads: list[bytes]
+    sequences: list[int]  # the stream sequence of each message
+    headers: list[dict[str, str]]  # each message's headers
     first_sequence: int  # stream sequence of the first message (for checkpoints)
     last_sequence: int
     redelivered: bool  # some message was delivered before: its effects may already be stored
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+INACTIVE = 60.0  # seconds without a fetch before the server removes a resuming consumer
 
 
 class PartitionConsumer:
@@ -51,7 +56,19 @@ class PartitionConsumer:
         fetch_timeout: float = 1.0,
         ack_wait: float = 10.0,
         retry_delay: float = 0.5,
+        resume_after: Callable[[], int] | None = None,
+        name: str | None = None,
     ) -> None:
+        """With `resume_after` (the last stream sequence the caller has stored), the consumer
+        is created anew at every start and after every failed batch, delivering from the next
+        sequence on: the caller's own record, not the consumer's ack floor, says where to
+        resume, and nothing is delivered out of order (a redelivery after `ack_wait` could
+        otherwise come after later messages). Such a consumer should have a `name` of its
+        own owner: a deposed owner that has not noticed yet must never take messages from
+        the consumer of the new one. It is removed when stopped, or by the server after
+        `INACTIVE` seconds without a fetch (an owner that died)."""
+        self.resume_after = resume_after
+        self.name = name
         self.cluster = cluster
         self.partition = partition
         self.handler = handler
@@ -65,22 +82,33 @@ class PartitionConsumer:
 
     @property
     def durable(self) -> str:
-        return f"p{self.partition}"
+        return self.name or f"p{self.partition}"
 
     async def start(self) -> None:
-        topic = subject(self.cluster.name, self.partition)
-        self._sub = await self.cluster.js.pull_subscribe(
-            topic,
+        self._sub = await self._subscribe()
+        self._task = asyncio.create_task(self._run(), name=f"consume-{self.durable}")
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.ALL,
+            ack_wait=self.ack_wait,
+            max_ack_pending=max(1000, 2 * self.batch),
+            deliver_policy=api.DeliverPolicy.ALL,
+        )
+        if self.resume_after is not None:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.cluster.js.delete_consumer(self.cluster.name, self.durable)
+            config.inactive_threshold = INACTIVE
+            after = self.resume_after()
+            if after > 0:
+                config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+                config.opt_start_seq = after + 1
+        return await self.cluster.js.pull_subscribe(
+            subject(self.cluster.name, self.partition),
             durable=self.durable,
             stream=self.cluster.name,
-            config=api.ConsumerConfig(
-                ack_policy=api.AckPolicy.ALL,
-                ack_wait=self.ack_wait,
-                max_ack_pending=max(1000, 2 * self.batch),
-                deliver_policy=api.DeliverPolicy.ALL,
-            ),
+            config=config,
         )
-        self._task = asyncio.create_task(self._run(self._sub), name=f"consume-{self.durable}")
 
     async def stop(self) -> None:
         """Return after the batch in hand (if any) is handled and acknowledged.
@@ -96,23 +124,42 @@ class PartitionConsumer:
                 await self._sub.unsubscribe()
             except nats.errors.Error as err:
                 log.warning("partition %d: unsubscribe failed: %r", self.partition, err)
+        if self.resume_after is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self.cluster.js.delete_consumer(self.cluster.name, self.durable)
 
-    async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
+    async def _run(self) -> None:
         while not self._stopping.is_set():
+            sub = self._sub
             try:
+                if sub is None:
+                    sub = self._sub = await self._subscribe()
                 msgs = await sub.fetch(self.batch, timeout=self.fetch_timeout)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when idle
                 continue
             except nats.errors.Error as err:
                 log.warning("partition %d: fetch failed: %r", self.partition, err)
+                if self.resume_after is not None:
+                    self._sub = None
                 await asyncio.sleep(self.retry_delay)
                 continue
-            await self._handle(msgs)
+            if msgs:
+                await self._handle(msgs)
+
+    async def _resubscribe(self) -> None:
+        """Drop the subscription; the next round creates the consumer at `resume_after`."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        await asyncio.sleep(self.retry_delay)
 
     async def _handle(self, msgs: list[Msg]) -> None:
         delivery = Delivery(
             partition=self.partition,
             payloads=[m.data for m in msgs],
+            sequences=[m.metadata.sequence.stream for m in msgs],
+            headers=[m.headers or {} for m in msgs],
             first_sequence=msgs[0].metadata.sequence.stream,
             last_sequence=msgs[-1].metadata.sequence.stream,
             redelivered=any(m.metadata.num_delivered > 1 for m in msgs),
@@ -121,6 +168,9 @@ class PartitionConsumer:
             await self.handler(delivery)
         except Exception:
             log.exception("partition %d: handler failed; batch will be redelivered", self.partition)
+            if self.resume_after is not None:
+                await self._resubscribe()
+                return
             try:
                 for m in msgs:
                     await m.nak()

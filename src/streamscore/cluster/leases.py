@@ -78,7 +78,10 @@ class Leases:
         on_release: LeaseCallback,
         heartbeat_interval: float = 2.0,
         dead_after: float = 6.0,
+        address: str = "",
     ) -> None:
+        """`address` (the node's HTTP base URL) is its heartbeat's value: what other nodes
+        forward reads of its partitions to."""
         if not node_id or not all(c.isalnum() or c in "-_" for c in node_id):
             raise ValueError(f"node id {node_id!r} must be letters, digits, '-' or '_'")
         if dead_after < 3 * heartbeat_interval:
@@ -89,6 +92,9 @@ class Leases:
         self.on_release = on_release
         self.interval = heartbeat_interval
         self.dead_after = dead_after
+        self.address = address
+        self.holders: list[str] = [""] * cluster.partitions  # as of the last round
+        self.addresses: dict[str, str] = {}  # node -> its address, from its heartbeats
         self._owned: dict[int, int] = {}  # partition -> revision of our lease write
         self._seen: dict[str, tuple[int, float]] = {}  # node -> (revision, when it changed)
         self._blind = False  # a snapshot failed: observed silences prove nothing yet
@@ -100,6 +106,14 @@ class Leases:
     @property
     def owned(self) -> frozenset[int]:
         return frozenset(self._owned)
+
+    def revision(self, partition: int) -> int:
+        """The revision of our lease of `partition`: it only grows, so it fences writes."""
+        return self._owned[partition]
+
+    def owner_address(self, partition: int) -> str | None:
+        """Where the holder of `partition` answers, as of the last round (None: unknown)."""
+        return self.addresses.get(self.holders[partition]) or None
 
     async def start(self) -> None:
         # A context of our own so that every call here gives up within half an interval.
@@ -156,11 +170,12 @@ class Leases:
     async def _tick(self) -> None:
         kv = self._require_kv()
         sent = time.monotonic()
-        await kv.put(f"nodes.{self.node_id}", str(time.time()).encode())
+        await kv.put(f"nodes.{self.node_id}", self.address.encode())
         self._heartbeat_sent = sent
         heartbeats, left = await self._heartbeats(kv)
         leases = await self._leases(kv)
         holders = [lease.value.decode() if lease and lease.value else "" for lease in leases]
+        self.holders = holders
         live = self._live(heartbeats, left, holders)
         target = assign(self.cluster.partitions, live)
         for partition, (lease, holder) in enumerate(zip(leases, holders, strict=True)):
@@ -195,6 +210,7 @@ class Leases:
                     node = entry.key.removeprefix("nodes.")
                     if entry.operation is None:
                         revisions[node] = entry.revision or 0
+                        self.addresses[node] = (entry.value or b"").decode()
                         left.discard(node)
                     else:
                         left.add(node)
@@ -248,6 +264,7 @@ class Leases:
         except nats.js.errors.KeyWrongLastSequenceError:
             return  # another node moved first; the next round sees who
         self._owned[partition] = new
+        self.holders[partition] = self.node_id
         try:
             await self.on_acquire(partition)
         except Exception:
@@ -257,6 +274,8 @@ class Leases:
     async def _drop(self, partition: int) -> None:
         """Stop owning locally, without touching the lease (it is gone or unreachable)."""
         del self._owned[partition]
+        if self.holders[partition] == self.node_id:
+            self.holders[partition] = ""
         try:
             await self.on_release(partition)
         except Exception:

@@ -216,6 +216,13 @@ class FeatureEngine:
         with self.lock:
             self._update(user_ids, timestamps, _Sources(self, event_types, attributes, scores))
 
+    def advance(self, time: float) -> None:
+        """Move stream time to `time` without an event: a cluster partition follows the
+        cluster's stream time, which other partitions' events move (reads bound every window
+        by it; rows it leaves behind are swept by the next update)."""
+        with self.lock:
+            self.time = max(self.time, float(time))
+
     def _update(self, user_ids: list[str], timestamps: np.ndarray, sources: _Sources) -> None:
         n = len(user_ids)
         if n == 0:

@@ -147,6 +147,11 @@ class RollingMedians:
 
         return self.lock.submit(read)
 
+    def user_list(self) -> list[str]:
+        """The users with at least one event in the window."""
+        with self.lock:
+            return list(self._slot_of)
+
     def medians(self, exclude_prefix: str | None = None) -> np.ndarray:
         """Every user's median (users with an empty window left out), without the users whose
         id starts with `exclude_prefix` (the simulator's) when given.
