@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import math
 import os
+import random
+import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,11 +29,13 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamscore.scoring.model import create_model
 
 from ..conftest import Server, create_database, drop_database, post_events, wait_until
 from ..oracle import Oracle, reference_model, reference_scores
+from ..unit.cluster.conftest import PrivateNats
 
 NATS_URL = os.environ.get("STREAMSCORE_TEST_NATS", "nats://127.0.0.1:4222")
 REDIS_URL = os.environ.get("STREAMSCORE_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -289,3 +295,145 @@ def test_a_retried_request_is_stored_once(two_nodes: Cluster) -> None:
     two_nodes.wait_events(before + 50)
     time.sleep(0.5)
     assert two_nodes.stats()["cluster"]["events"] == before + 50
+
+
+class RetryingSender:
+    """A sequential client that sends each request to a random live node until one answers
+    200, as a client behind a load balancer with retries would; the oracle sees each request
+    once, in the order of the 200s."""
+
+    def __init__(self, cluster: Cluster, oracle: Oracle, model_path: Path, prefix: str) -> None:
+        self.cluster = cluster
+        self.oracle = oracle
+        self.model = reference_model(model_path)
+        self.prefix = prefix
+        self.sent = 0
+        self.retries = 0
+        self.refused = 0  # 503 answers
+        self.stop = False
+        self.rng = random.Random(7)
+
+    def request(self, k: int) -> list[dict]:
+        base = 3.0e9 + k
+        return [
+            {
+                "user_id": f"{self.prefix}-u{self.rng.randrange(12)}",
+                "timestamp": base - self.rng.choice([0.0, 0.5, 3.0, 90.0]),
+                "features": [self.rng.uniform(-5, 5) for _ in range(3)],
+                "event_id": f"{self.prefix}-{k}-{i}",
+            }
+            for i in range(20)
+        ]
+
+    def run(self) -> None:
+        k = 0
+        while not self.stop:
+            events = self.request(k)
+            while True:
+                live = self.cluster.live()
+                node = self.rng.choice(live)
+                try:
+                    response = httpx.post(node.url + "/ingest", json={"events": events}, timeout=10)
+                    if response.status_code == 200:
+                        break
+                    self.refused += response.status_code == 503
+                except httpx.HTTPError:
+                    pass
+                self.retries += 1
+                time.sleep(0.05)
+            self.oracle.ingest(
+                events, reference_scores(self.model, [e["features"] for e in events])
+            )
+            self.sent += len(events)
+            k += 1
+
+
+def test_nodes_killed_and_joining_under_load_lose_nothing(
+    tmp_path: Path,
+) -> None:
+    """kill -9 a node three times under load (it rejoins each time): every acknowledged event is
+    stored exactly once, survivors take its partitions within the bound, and at rest medians,
+    features and history equal the oracle."""
+
+    cluster = Cluster(tmp_path, 3)
+    try:
+        cluster.start()
+        oracle = Oracle(WINDOW)
+        sender = RetryingSender(cluster, oracle, cluster.model, cluster.name)
+        thread = threading.Thread(target=sender.run, daemon=True)
+        thread.start()
+        takeovers = []
+        rng = random.Random(3)
+        for _ in range(3):
+            time.sleep(2.0)
+            victim = rng.choice(cluster.live())
+            victim.kill()
+            takeovers.append(cluster.wait_owned(timeout=30))
+            time.sleep(1.0)
+            victim.start()  # joins again, under load
+            cluster.wait_owned(timeout=30)
+        time.sleep(1.0)
+        sender.stop = True
+        thread.join(60)
+        assert sender.sent > 0
+        cluster.wait_events(len(oracle.processed))
+        assert cluster.stats()["cluster"]["events"] == len(oracle.processed)  # exactly once
+        users = sorted(oracle.users())
+        with cluster.live()[0].client() as client:
+            check_against_oracle(client, oracle, users)
+        # take-over after a kill: dead_after (2 s) + two heartbeat rounds, far inside 15 s
+        assert max(takeovers) < 15, takeovers
+        print(f"take-over seconds {takeovers}, retries {sender.retries}, events {sender.sent}")
+    finally:
+        cluster.close()
+
+
+def test_nats_restarted_under_load_503_then_recovers(tmp_path: Path) -> None:
+    """While NATS is down, ingest answers 503 (nothing unacknowledged is promised); once it is
+    back the nodes reconnect and take their partitions again by themselves, and nothing
+    acknowledged is lost."""
+    server = PrivateNats(tmp_path / "jetstream")
+    server.start()
+    cluster = Cluster(tmp_path, 2, nats_url=server.url)
+    try:
+        cluster.start()
+        oracle = Oracle(WINDOW)
+        sender = RetryingSender(cluster, oracle, cluster.model, cluster.name)
+        thread = threading.Thread(target=sender.run, daemon=True)
+        thread.start()
+        time.sleep(2.0)
+        server.stop()
+        refused_before = sender.refused
+        time.sleep(3.0)
+        assert sender.refused > refused_before  # 503 while the bus is away
+        sent_during = sender.sent
+        server.start()
+        cluster.wait_owned(timeout=60)
+        assert wait_until(lambda: sender.sent > sent_during + 200, timeout=30)  # recovered
+        sender.stop = True
+        thread.join(60)
+        cluster.wait_events(len(oracle.processed))
+        assert cluster.stats()["cluster"]["events"] == len(oracle.processed)
+        with cluster.live()[1].client() as client:
+            check_against_oracle(client, oracle, sorted(oracle.users()))
+    finally:
+        cluster.close()
+        server.stop()
+
+
+def test_every_cluster_dashboard_metric_is_exported(two_nodes: Cluster) -> None:
+    dashboard = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "cluster.json"
+    node = two_nodes.nodes[0]
+    text = httpx.get(node.url + "/metrics", timeout=10).text
+    exported = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    panels = json.loads(dashboard.read_text())["panels"]
+    used = {
+        name
+        for p in panels
+        for t in p["targets"]
+        for name in re.findall(r"\bstreamscore_[a-z_]+", t["expr"])
+    }
+    assert used and used <= exported, used - exported
+    owned = [s for f in text_string_to_metric_families(text) for s in f.samples
+             if s.name == "streamscore_cluster_partition_owned"]  # fmt: skip
+    assert sorted(int(s.labels["partition"]) for s in owned) == two_nodes.stats(node)["partitions"]

@@ -53,6 +53,7 @@ from streamscore.scoring.model import LoadedModel
 from streamscore.scoring.scorer import Scorer
 from streamscore.store import log_codec
 from streamscore.store.base import StoreUnavailable
+from streamscore.telemetry.cluster import ClusterCollector
 from streamscore.telemetry.counters import Counters
 from streamscore.telemetry.metrics import Metrics
 from streamscore.windows.event_time import StreamClock
@@ -99,6 +100,8 @@ class ClusterNode:
         self.online: OnlineStore | None = None
         self.takeover_seconds: dict[int, float] = {}
         self._saved: dict[str, int] = {}
+        self.stored_events = 0  # committed by this node's partitions since it started
+        self.metrics.registry.register(ClusterCollector(self))
         self._shown: dict[int, set[str]] = {}  # users Redis shows with events, by partition
         self._online: dict[int, float] = {}  # the cutoff Redis shows, by partition
 
@@ -302,6 +305,11 @@ class ClusterNode:
                 raise
             await asyncio.to_thread(owner.apply, prepared)
             owner.stored = prepared.last_msg
+            self.stored_events += len(prepared.events)
+        assert self.stream_time is not None
+        with contextlib.suppress(nats.errors.Error):
+            # The ingesting node moved it already, unless it died between publish and move.
+            await self.stream_time.advance(float(prepared.events.timestamps.max()))
         if self.online is not None:
             with contextlib.suppress(redis.RedisError):
                 await self._publish(owner, list(dict.fromkeys(prepared.events.user_ids)))
