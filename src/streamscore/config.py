@@ -300,6 +300,13 @@ class Settings:
             "that any node answers median reads itself; unset = forward them to the owner"
         },
     )
+    online_refresh: float = field(
+        default=1.0,
+        metadata={
+            "help": "seconds between rewrites of every owned user's features in the online "
+            "store as stream time moves (users of a batch are written at once)"
+        },
+    )
     advertise_url: str | None = field(
         default=None,
         metadata={"help": "this node's base URL for the others (default http://HOST:PORT)"},

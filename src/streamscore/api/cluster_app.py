@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 import httpx
+import msgspec
 from fastapi import Depends, FastAPI, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
@@ -22,11 +23,11 @@ from starlette.responses import Response
 from streamscore import __version__
 from streamscore.api import ingest
 from streamscore.api.auth import ApiKeys, Authorizer, Denied, RateLimits
-from streamscore.api.features import encode_users
 from streamscore.api.reads import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, history_body
 from streamscore.api.responses import error, json_response
 from streamscore.cluster.node import ClusterNode
 from streamscore.config import Settings
+from streamscore.features.answers import encode_users
 from streamscore.handoff import served
 from streamscore.scoring.model import LoadedModel
 from streamscore.store.base import StoreUnavailable
@@ -106,7 +107,7 @@ def create_cluster_app(settings: Settings, model: LoadedModel) -> FastAPI:
             clock = owner.clock
             return json_response(_median(user_id, value, count, clock.cutoff, clock.time))
         if node.online is not None and not request.headers.get(FORWARDED):
-            stored = await node.online.get_median(user_id)
+            stored = await node.online.get_median(partition, user_id)
             if stored is None:
                 time = node.stream_time.time if node.stream_time is not None else -math.inf
                 return json_response(_median(user_id, None, 0, time - settings.window, time))
@@ -123,18 +124,25 @@ def create_cluster_app(settings: Settings, model: LoadedModel) -> FastAPI:
         version: str | None = None,
         names: str | None = None,
     ) -> Response:
-        partition, owner = node.owner_of(user_id)
-        if owner is None:
-            return await forward(request, partition)
-        if owner.features is None:
+        definitions = node.definitions
+        if definitions is None:
             return error(503, "features are off (--features off)")
-        if not owner.caught_up:
-            return not_ready(partition)
-        engine = owner.features
-        chosen = version or settings.features_default_version or engine.versions[-1]
-        if chosen not in engine.versions:
+        chosen = version or settings.features_default_version or definitions.versions[-1]
+        if chosen not in definitions.versions:
             return error(404, f"unknown feature version {chosen!r}")
         wanted = None if names is None else [n for n in names.split(",") if n]
+        if unknown := set(wanted or ()) - set(definitions[chosen].names):
+            return error(404, f"unknown feature {sorted(unknown)[0]!r}")
+        partition, owner = node.owner_of(user_id)
+        if owner is None:
+            if node.online is not None and not request.headers.get(FORWARDED):
+                stored = await node.online.get_features(partition, chosen, user_id)
+                if stored is not None:
+                    return Response(_only(stored, wanted), media_type="application/json")
+            return await forward(request, partition)  # a user the store has not seen
+        if not owner.caught_up or owner.features is None:
+            return not_ready(partition)
+        engine = owner.features
         try:
             table = await node.local(
                 partition, lambda o: served(engine.submit_table([user_id], chosen, wanted))
@@ -173,6 +181,15 @@ def create_cluster_app(settings: Settings, model: LoadedModel) -> FastAPI:
         return Response(node.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _only(answer: bytes, names: list[str] | None) -> bytes:
+    """A stored features answer with only `names` (all of them for None)."""
+    if names is None:
+        return answer
+    body = msgspec.json.decode(answer)
+    body["features"] = {n: body["features"][n] for n in names}
+    return msgspec.json.encode(body)
 
 
 def _median(

@@ -265,6 +265,7 @@ class Leases:
             return  # another node moved first; the next round sees who
         self._owned[partition] = new
         self.holders[partition] = self.node_id
+        log.info("node %s leased partition %d (revision %d)", self.node_id, partition, new)
         try:
             await self.on_acquire(partition)
         except Exception:

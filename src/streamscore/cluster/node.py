@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import math
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +45,9 @@ from streamscore.cluster.stream_time import ClusterStreamTime
 from streamscore.config import Settings
 from streamscore.events import EventBatch, IngestResult, Rejection
 from streamscore.features import definitions as feature_definitions
+from streamscore.features.answers import encode_users
 from streamscore.features.definitions import FeatureDefinitions
+from streamscore.handoff import served
 from streamscore.history.dead_letters import DeadLetters
 from streamscore.ingest.decode import EventDecoder
 from streamscore.pipeline.admission import Admission
@@ -65,6 +67,7 @@ REFRESH_INTERVAL = 0.2  # seconds between moves of the owned partitions to the c
 RETRY_DELAY = 1.0
 MODEL_ID = 0  # one model per cluster: history rows name it by this id
 CONSUME_BATCH = 1024  # messages per fetch
+PUBLISH_USERS = 1000  # users per features write to the online store
 COUNTERS_PREFIX = "counters."  # bucket keys of each node's ingest counters
 
 assert MESSAGE_EVENTS < MAX_EVENTS_PER_MESSAGE
@@ -91,6 +94,7 @@ class ClusterNode:
         self.pipeline = self  # what the ingest route submits to
         self._consumers: dict[int, PartitionConsumer] = {}
         self._takeovers: dict[int, asyncio.Task[None]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()  # consumers of released partitions
         self._locks: dict[int, asyncio.Lock] = {}
         self._nc: Client | None = None
         self._cluster: Cluster | None = None
@@ -104,12 +108,15 @@ class ClusterNode:
         self.metrics.registry.register(ClusterCollector(self))
         self._shown: dict[int, set[str]] = {}  # users Redis shows with events, by partition
         self._online: dict[int, float] = {}  # the cutoff Redis shows, by partition
+        self._features_time: dict[int, float] = {}  # the stream time Redis's features show
+        self._features_at: dict[int, float] = {}  # when they were written (monotonic)
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self, address: str) -> None:
         """Join the cluster; `address` is where other nodes forward reads to this one."""
         s = self.settings
+        await asyncio.to_thread(self._warm_up)
         self._nc = await nats.connect(
             s.cluster,
             name=f"streamscore-{self.node_id}",
@@ -147,6 +154,7 @@ class ClusterNode:
             await self.leases.stop(release=True)
         for partition in list(self._takeovers):
             await self._release(partition)
+        await asyncio.gather(*self._stopping, return_exceptions=True)
         if self.stream_time is not None:
             await self.stream_time.stop()
         if self.online is not None:
@@ -213,16 +221,22 @@ class ClusterNode:
         )
 
     async def _release(self, partition: int) -> None:
+        """Stop owning at once; the consumer finishes the batch in hand in the background.
+
+        The lease loop waits for this, and a loop that waits misses heartbeats: a batch
+        committed after the release is harmless (a new owner's epoch fences it, and the new
+        owner reads through its own consumer)."""
         task = self._takeovers.pop(partition, None)
         if task is not None and not task.done():
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        self._shown.pop(partition, None)
-        self._online.pop(partition, None)
+        for kept in (self._shown, self._online, self._features_time, self._features_at):
+            kept.pop(partition, None)
+        self.owners.pop(partition, None)
         consumer = self._consumers.pop(partition, None)
         if consumer is not None:
-            await consumer.stop()
-        self.owners.pop(partition, None)
+            stopping = asyncio.create_task(consumer.stop(), name=f"stop-{partition}")
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
 
     async def _take_over(self, partition: int, epoch: int) -> None:
         """Raise the partition's epoch, then consume it from the first message: what the
@@ -261,11 +275,39 @@ class ClusterNode:
         while not owner.caught_up:
             await asyncio.sleep(0.01)
         self.takeover_seconds[partition] = time.monotonic() - started
-        await self._publish_all(owner)
+        if self.online is not None:
+            with contextlib.suppress(redis.RedisError):
+                # Users the last owner wrote, whose windows may have emptied since.
+                self._shown.setdefault(partition, set()).update(await self.online.users(partition))
+                await self._publish_all(owner, force=True)
         log.info(
             "owning partition",
             extra={"partition": partition, "last_msg": owner.last_msg, "epoch": epoch},
         )
+
+    def _warm_up(self) -> None:
+        """Compile the windows' and features' kernels (numba) before joining: compiling
+        holds the GIL for seconds, which in the first batch would stall the lease loop long
+        enough for this node to fence itself."""
+        owner = self._owner(-1, 0)
+        n = self.scorer.n_features
+        events = log_codec.decode(
+            log_codec.encode(
+                ["warm-a", "warm-b", "warm-a"],
+                [None, None, None],
+                np.array([1.0, 2.0, 3.0]),
+                np.zeros(3, dtype=np.float32),
+                np.zeros((3, n)),
+                event_types=["purchase", None, "view"],
+                attributes=[{"amount": 1.0, "device_type": "x"}, None, {"device_type": "y"}],
+            )
+        )
+        owner.apply(owner.prepare([Message(1, events)]))
+        owner.advance(1e6)
+        owner.windows.get("warm-a")
+        if owner.features is not None:
+            for version in owner.features.versions:
+                owner.features.table(["warm-a", "warm-b"], version)
 
     def _owner(self, partition: int, stored: int) -> PartitionOwner:
         s = self.settings
@@ -283,9 +325,6 @@ class ClusterNode:
         async with lock:
             if stored:  # the last owner's: in the history already, only the state needs them
                 await asyncio.to_thread(owner.apply, await asyncio.to_thread(owner.prepare, stored))
-                if self.online is not None:  # Redis may show them: refreshed after the catch-up
-                    shown = self._shown.setdefault(owner.partition, set())
-                    shown.update(u for m in stored for u in m.events.user_ids)
             if not new:
                 return
             prepared = await asyncio.to_thread(owner.prepare, new)
@@ -310,8 +349,8 @@ class ClusterNode:
         with contextlib.suppress(nats.errors.Error):
             # The ingesting node moved it already, unless it died between publish and move.
             await self.stream_time.advance(float(prepared.events.timestamps.max()))
-        if self.online is not None:
-            with contextlib.suppress(redis.RedisError):
+        if self.online is not None and self.owners.get(owner.partition) is owner:
+            with contextlib.suppress(redis.RedisError):  # (a released owner writes no more)
                 await self._publish(owner, list(dict.fromkeys(prepared.events.user_ids)))
 
     def _forget(self, partition: int) -> None:
@@ -332,26 +371,46 @@ class ClusterNode:
                     continue  # its replay must see the stream time it saw the first time
                 async with self._locks.setdefault(partition, asyncio.Lock()):
                     owner.advance(self.stream_time.time)
-                if self.online is not None and self._online.get(partition) != owner.clock.cutoff:
+                if self.online is not None:
                     with contextlib.suppress(redis.RedisError):
                         await self._publish_all(owner)
 
-    async def _publish_all(self, owner: PartitionOwner) -> None:
-        """Every user of the partition that Redis shows with events, or should: a window's
-        cutoff moves every user's median, and empties some windows."""
-        if self.online is not None:
-            shown = self._shown.setdefault(owner.partition, set())
+    async def _publish_all(self, owner: PartitionOwner, force: bool = False) -> None:
+        """Rewrite what stream time changed: medians once a window's cutoff moved (every user
+        Redis shows with events, or should: some windows empty), features every
+        `online_refresh` seconds (every bound moves with stream time)."""
+        assert self.online is not None
+        p = owner.partition
+        if force or self._online.get(p) != owner.clock.cutoff:
+            shown = self._shown.setdefault(p, set())
             cutoff = owner.clock.cutoff
-            await self._publish(owner, list(shown.union(owner.windows.user_list())))
-            self._online[owner.partition] = cutoff
+            await self._publish_medians(owner, list(shown.union(owner.windows.user_list())))
+            self._online[p] = cutoff
+        now = time.monotonic()
+        if owner.features is not None and (
+            force
+            or (
+                self._features_time.get(p) != owner.clock.time
+                and now - self._features_at.get(p, -math.inf) >= self.settings.online_refresh
+            )
+        ):
+            self._features_time[p] = owner.clock.time
+            self._features_at[p] = now
+            await self._publish_features(owner, owner.features.user_list())
 
     async def _publish(self, owner: PartitionOwner, users: list[str]) -> None:
+        """Write the users of a batch to the online store."""
+        await self._publish_medians(owner, users)
+        await self._publish_features(owner, users)
+
+    async def _publish_medians(self, owner: PartitionOwner, users: list[str]) -> None:
         """Write the users' medians (count 0: the window emptied) to the online store."""
         assert self.online is not None
         if not users:
             return
         got = [await asyncio.wrap_future(owner.windows.submit_get(u)) for u in users]
         await self.online.put_medians(
+            owner.partition,
             users,
             np.array([math.nan if m is None else m for m, _ in got]),
             np.array([c for _, c in got]),
@@ -364,6 +423,22 @@ class ClusterNode:
                 shown.add(user)
             else:
                 shown.discard(user)
+
+    async def _publish_features(self, owner: PartitionOwner, users: list[str]) -> None:
+        """Write every version's answer for the users, `PUBLISH_USERS` at a time (one hold of
+        the engine's lock and one Redis round trip each)."""
+        assert self.online is not None
+        engine = owner.features
+        if engine is None:
+            return
+        for version in engine.versions:
+            for lo in range(0, len(users), PUBLISH_USERS):
+                some = users[lo : lo + PUBLISH_USERS]
+                table = await served(engine.submit_table(some, version, None))
+                answers = encode_users(some, version, table)
+                await self.online.put_features(
+                    owner.partition, version, dict(zip(some, answers, strict=True))
+                )
 
     def _counters_key(self) -> str:
         return f"{COUNTERS_PREFIX}{self.node_id}"
@@ -464,7 +539,9 @@ def _messages(
 
     An event with an `event_id` is a message of its own named by the id, so that JetStream
     stores it once however many requests carry it (the cluster-wide dedupe). Consecutive
-    events of a partition without one share a message with a fresh name. Within a partition
+    events of a partition without one share a message named by its content and position, so
+    a retried request is stored once too (and an identical request within the duplicate
+    window is taken for a retry). Within a partition
     messages follow the request's order, so stream order is arrival order."""
     parts = partition_of(batch.user_ids, partitions)
     has_id = np.fromiter((e is not None for e in batch.event_ids), bool, len(batch))
@@ -497,7 +574,10 @@ def _messages(
             else [batch.event_types[i] for i in picked],
             attributes=None if batch.attributes is None else [batch.attributes[i] for i in picked],
         )
-        msg_id = f"e:{batch.event_ids[first]}" if has_id[first] else f"b:{uuid.uuid4().hex}"
+        if has_id[first]:
+            msg_id = f"e:{batch.event_ids[first]}"
+        else:  # the same on a retry of the request; position: runs of one request differ
+            msg_id = "b:" + hashlib.sha256(b"%d:%d:" % (parts[first], first) + payload).hexdigest()
         messages.setdefault(int(parts[first]), []).append((msg_id, payload))
         members.append(idx)
     # `order` runs by partition, so `members` already follows the publish order.

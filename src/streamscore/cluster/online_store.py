@@ -1,14 +1,18 @@
-"""The Redis online store: each user's current median, so any node answers any user's read.
+"""The Redis online store: each user's current median and features, so any node answers any
+user's read without asking the owner.
 
-Owners write after each handled batch; readers never cross nodes. One key per user,
-`<cluster>:median:<user_id>`, holding 32 little-endian bytes (float64 median, int64 count,
-float64 window start, float64 window end): a batch of any size is written by one `MSET`
-(atomic, one round trip) and read by one `MGET`, with no per-field parsing.
+Owners write after each handled batch and whenever the cluster's stream time moves their
+windows; readers never cross nodes. One Redis hash per partition and kind, so a new owner
+finds every user the last one wrote (`users`) and a batch is one `HSET` (one round trip):
+- `<cluster>:median:<partition>`: user -> 32 little-endian bytes (float64 median, int64 count,
+  float64 window start, float64 window end), no per-field parsing;
+- `<cluster>:features:<version>:<partition>`: user -> the JSON answer of
+  `GET /users/{id}/features?version=<version>` (all of the version's features).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,10 +34,17 @@ class OnlineMedian:
 class OnlineStore:
     def __init__(self, client: redis.Redis, cluster: str) -> None:
         self.client = client
-        self.prefix = f"{check_cluster_name(cluster)}:median:"
+        self.cluster = check_cluster_name(cluster)
+
+    def _medians(self, partition: int) -> str:
+        return f"{self.cluster}:median:{partition}"
+
+    def _features(self, version: str, partition: int) -> str:
+        return f"{self.cluster}:features:{version}:{partition}"
 
     async def put_medians(
         self,
+        partition: int,
         user_ids: Sequence[str],
         medians: np.ndarray,
         counts: np.ndarray,
@@ -51,27 +62,29 @@ class OnlineStore:
         records["end"] = np.broadcast_to(window_end, n)
         raw = records.tobytes()
         size = RECORD.itemsize
-        await self.client.mset(
-            {self.prefix + user: raw[i * size : (i + 1) * size] for i, user in enumerate(user_ids)}
+        await self.client.hset(
+            self._medians(partition),
+            mapping={user: raw[i * size : (i + 1) * size] for i, user in enumerate(user_ids)},
         )
 
-    async def get_medians(self, user_ids: Sequence[str]) -> list[OnlineMedian | None]:
-        """Each user's stored median, or None for a user never written."""
-        if not user_ids:
-            return []
-        values = await self.client.mget([self.prefix + user for user in user_ids])
-        out: list[OnlineMedian | None] = []
-        for value in values:
-            if value is None:
-                out.append(None)
-                continue
-            r = np.frombuffer(value, dtype=RECORD)[0]
-            out.append(
-                OnlineMedian(
-                    float(r["median"]), int(r["count"]), float(r["start"]), float(r["end"])
-                )
-            )
-        return out
+    async def get_median(self, partition: int, user_id: str) -> OnlineMedian | None:
+        """The user's stored median, or None for a user never written."""
+        value = await self.client.hget(self._medians(partition), user_id)
+        if value is None:
+            return None
+        r = np.frombuffer(value, dtype=RECORD)[0]
+        return OnlineMedian(float(r["median"]), int(r["count"]), float(r["start"]), float(r["end"]))
 
-    async def get_median(self, user_id: str) -> OnlineMedian | None:
-        return (await self.get_medians([user_id]))[0]
+    async def put_features(
+        self, partition: int, version: str, answers: Mapping[str, bytes]
+    ) -> None:
+        """Store each user's features answer (JSON) of `version`."""
+        if answers:
+            await self.client.hset(self._features(version, partition), mapping=dict(answers))
+
+    async def get_features(self, partition: int, version: str, user_id: str) -> bytes | None:
+        return await self.client.hget(self._features(version, partition), user_id)
+
+    async def users(self, partition: int) -> list[str]:
+        """Every user with a stored median in `partition`."""
+        return [u.decode() for u in await self.client.hkeys(self._medians(partition))]

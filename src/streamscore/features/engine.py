@@ -335,6 +335,11 @@ class FeatureEngine:
 
     # ---------------------------------------------------------------- reads
 
+    def user_list(self) -> list[str]:
+        """Every user the engine holds state for."""
+        with self.lock:
+            return list(self._slot_of)
+
     def names(self, version: str) -> tuple[str, ...]:
         return self._set(version).names
 

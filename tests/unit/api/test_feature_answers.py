@@ -10,7 +10,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from streamscore.api.features import encode_users
+from streamscore.features.answers import encode_users
 from streamscore.features.definitions import default
 from streamscore.features.engine import FeatureEngine
 from tests.unit.features.test_feature_preview import _random_batch

@@ -27,20 +27,29 @@ async def test_round_trip(store: OnlineStore) -> None:
     medians = rng.normal(size=2000)
     counts = rng.integers(1, 500, size=2000)
     starts = rng.uniform(0, 1e9, size=2000)
-    await store.put_medians(users, medians, counts, starts, 1e9 + 300)
-    got = await store.get_medians(users)
+    await store.put_medians(5, users, medians, counts, starts, 1e9 + 300)
+    got = [await store.get_median(5, u) for u in users]
     assert got == [
         OnlineMedian(float(m), int(c), float(s), 1e9 + 300)
         for m, c, s in zip(medians, counts, starts, strict=True)
     ]
-    await store.put_medians(users[:1], np.array([np.nan]), np.array([0]), 5.0, 6.0)
-    first = await store.get_median(users[0])
+    await store.put_medians(5, users[:1], np.array([np.nan]), np.array([0]), 5.0, 6.0)
+    first = await store.get_median(5, users[0])
     assert first is not None and np.isnan(first.median) and first.count == 0
-    assert await store.get_median("nobody") is None
+    assert await store.get_median(5, "nobody") is None
+    assert await store.get_median(4, users[1]) is None  # another partition's hash
+    assert sorted(await store.users(5)) == sorted(users)
+
+
+async def test_features_round_trip(store: OnlineStore) -> None:
+    await store.put_features(2, "v1", {"a": b'{"user_id":"a"}', "b": b"{}"})
+    assert await store.get_features(2, "v1", "a") == b'{"user_id":"a"}'
+    assert await store.get_features(2, "v2", "a") is None
+    assert await store.get_features(2, "v1", "c") is None
 
 
 async def test_clusters_do_not_share_keys(store: OnlineStore) -> None:
-    other = OnlineStore(store.client, store.prefix.split(":")[0] + "x")
-    await store.put_medians(["u"], np.array([1.0]), np.array([1]), 0.0, 1.0)
-    assert await other.get_median("u") is None
-    assert await store.get_median("u") == OnlineMedian(1.0, 1, 0.0, 1.0)
+    other = OnlineStore(store.client, store.cluster + "x")
+    await store.put_medians(0, ["u"], np.array([1.0]), np.array([1]), 0.0, 1.0)
+    assert await other.get_median(0, "u") is None
+    assert await store.get_median(0, "u") == OnlineMedian(1.0, 1, 0.0, 1.0)
