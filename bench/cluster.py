@@ -12,8 +12,10 @@ per configuration:
 - `stored_per_s`: the same events divided by the time until the owners had committed all of
   them to PostgreSQL (end-to-end capacity; owners may trail the acks);
 
-and the ratios 2 nodes / 1 node (issue 17's target: >= 1.5). Results go to
-`bench/results/cluster-DATE.json`.
+and the ratios 2 nodes / 1 node (issue 17's target: >= 1.5). Then the take-over time with
+the default heartbeat settings (2 s, dead after 6 s): three nodes under load, one killed
+(SIGKILL) `--kills` times, each time the seconds until every partition is owned by a live node
+and caught up (issue 17's bound: 15 s). Results go to `bench/results/cluster-DATE.json`.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ POSTGRES = os.environ.get("STREAMSCORE_BENCH_POSTGRES", "postgresql://postgres@1
 NATS = os.environ.get("STREAMSCORE_BENCH_NATS", "nats://127.0.0.1:4222")
 
 
-def node(core: int, index: int, name: str, store: str, model: Path, log: Path) -> Proc:
+def node(core: int | None, index: int, name: str, store: str, model: Path, log: Path) -> Proc:
+    pin = core is not None and shutil.which("taskset")
     args = [
-        *(["taskset", "-c", str(core)] if shutil.which("taskset") else []),
+        *(["taskset", "-c", str(core)] if pin else []),
         sys.executable,
         "-m",
         "streamscore",
@@ -64,6 +67,7 @@ def node(core: int, index: int, name: str, store: str, model: Path, log: Path) -
 
 
 def owned(procs: list[Proc], partitions: int) -> bool:
+    """Every partition owned and caught up by exactly one of `procs` (as each sees it)."""
     seen: list[int] = []
     for p in procs:
         seen += json.loads(get(p.port, "/stats")[1])["partitions"]
@@ -122,6 +126,59 @@ def run(nodes: int, seconds: float, senders: int, work: Path, payloads: list[byt
         asyncio.run(_delete(name))
 
 
+def takeover(kills: int, seconds: float, senders: int, work: Path, payloads: list[bytes]) -> list:
+    """Seconds from each SIGKILL until every partition is owned again (and caught up)."""
+    name = f"bench{uuid.uuid4().hex[:8]}"
+    store = fresh_postgres(POSTGRES)
+    model = work / "model.pt"
+    procs = []
+    times = []
+    try:
+        procs = [node(None, i, name, store, model, work / f"{name}-n{i}.log") for i in range(3)]
+        while not owned(procs, 64):
+            time.sleep(0.2)
+        for k in range(kills):
+            queue: Any = mp.get_context("spawn").Queue()
+            live = procs[:]
+            workers = [
+                mp.get_context("spawn").Process(
+                    target=_sender, args=(live[j % 2].port, payloads, seconds, 0, queue)
+                )
+                for j in range(senders)
+            ]
+            for w in workers:
+                w.start()
+            time.sleep(seconds / 2)
+            victim = procs[2]
+            assert victim.proc is not None
+            victim.proc.kill()
+            victim.proc.wait()
+            victim.proc = None
+            killed = time.perf_counter()
+            while True:
+                try:
+                    if owned(procs[:2], 64):
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.05)
+            times.append(round(time.perf_counter() - killed, 2))
+            for _ in workers:
+                queue.get()
+            for w in workers:
+                w.join()
+            if k < kills - 1:
+                victim.start()
+                while not owned(procs, 64):
+                    time.sleep(0.2)
+        return times
+    finally:
+        for p in procs:
+            p.stop()
+        drop_postgres(POSTGRES, store)
+        asyncio.run(_delete(name))
+
+
 async def _delete(name: str) -> None:
     nc = await nats.connect(NATS)
     js = nc.jetstream()
@@ -134,7 +191,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--senders", type=int, default=4)
-    parser.add_argument("--smoke", action="store_true", help="3 s per configuration")
+    parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="3 s per configuration, one kill")
     args = parser.parse_args()
     seconds = 3.0 if args.smoke else args.seconds
     from streamscore.scoring.model import create_model
@@ -145,6 +203,7 @@ def main() -> int:
         payloads = bodies(np.random.default_rng(1), 32, 500, 10_000)
         one = run(1, seconds, args.senders, work, payloads)
         two = run(2, seconds, args.senders, work, payloads)
+        kills = takeover(1 if args.smoke else args.kills, 8.0, 2, work, payloads)
     result = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": "python -m bench.cluster" + (" --smoke" if args.smoke else ""),
@@ -155,6 +214,8 @@ def main() -> int:
         "acked_ratio": round(two["acked_per_s"] / one["acked_per_s"], 2),
         "stored_ratio": round(two["stored_per_s"] / one["stored_per_s"], 2),
         "target_ratio": 1.5,
+        "takeover_seconds": kills,
+        "takeover_bound": 15.0,
     }
     save_result("cluster", result, args.smoke)
     return 0

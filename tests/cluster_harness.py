@@ -62,6 +62,7 @@ class Cluster:
             "heartbeat_interval": 1.0,
             "dead_after": 3.0,
             "cluster_ack_wait": 2.0,
+            "features_checkpoint_every": 1.0,
         }
         if self.online:
             options["online_store"] = REDIS_URL

@@ -102,20 +102,33 @@ def test_sent_to_one_node_read_from_another_equals_the_oracle(
 
 
 def test_a_retried_request_is_stored_once(small_cluster: Cluster) -> None:
-    events = [
+    """Events with ids are stored once whatever node a retry reaches; events without ids once
+    per `Idempotency-Key`, and, without a key, once per request (as on a single node)."""
+    tag = uuid.uuid4().hex
+    with_ids = [
         {"user_id": f"retry-{i % 3}", "timestamp": 2.5e9 + i, "features": [1.0, 2.0, float(i)],
-         "event_id": f"retry-{uuid.uuid4().hex}"}
-        for i in range(50)
+         "event_id": f"retry-{tag}-{i}"}
+        for i in range(30)
     ]  # fmt: skip
+    without = [
+        {"user_id": f"retry-{i % 4}", "timestamp": 2.5e9 + i, "features": [3.0, 2.0, float(i)]}
+        for i in range(20)
+    ]
+    events = with_ids + without
     first, second = small_cluster.nodes[0], small_cluster.nodes[-1]
     before = small_cluster.stats()["cluster"]["events"]
+    key = {"Idempotency-Key": f"request-{tag}"}
     with first.client() as a, second.client() as b:
-        assert post_events(a, events, False)["processed"] == 50
-        again = post_events(b, events, False)  # the same request to another node
-        assert again["processed"] + again["duplicates"] == 50
-    small_cluster.wait_events(before + 50)
+        body = a.post("/ingest", json={"events": events}, headers=key).json()
+        assert (body["processed"], body["duplicates"]) == (50, 0)
+        again = b.post("/ingest", json={"events": events}, headers=key).json()
+        assert (again["processed"], again["duplicates"]) == (0, 50)  # the same request again
+        small_cluster.wait_events(before + 50)
+        third = b.post("/ingest", json={"events": events}).json()  # no key: a new request
+        assert (third["processed"], third["duplicates"]) == (20, 30)
+    small_cluster.wait_events(before + 70)
     time.sleep(0.5)
-    assert small_cluster.stats()["cluster"]["events"] == before + 50
+    assert small_cluster.stats()["cluster"]["events"] == before + 70
 
 
 def test_every_cluster_dashboard_metric_is_exported(small_cluster: Cluster) -> None:

@@ -46,6 +46,11 @@ def test_nodes_killed_and_joining_under_load_lose_nothing(
         assert sender.sent > 0
         cluster.wait_events(len(oracle.processed))
         assert cluster.stats()["cluster"]["events"] == len(oracle.processed)  # exactly once
+        taken = [
+            t for node in cluster.live() for t in cluster.stats(node)["node"]["takeovers"].values()
+        ]
+        # state rebuilt from a checkpoint plus the log since it, not from the first message
+        assert any(t["from_checkpoint"] > 0 for t in taken), taken
         users = sorted(oracle.users())
         with cluster.live()[0].client() as client:
             check_against_oracle(client, oracle, users)

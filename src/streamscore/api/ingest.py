@@ -19,7 +19,14 @@ from streamscore.api import schemas
 from streamscore.api.auth import Authorizer, Caller, RateLimits
 from streamscore.api.responses import error, json_response
 from streamscore.ingest.decode import BodyError, event_type
-from streamscore.ingest.request import IngestRequest, RateLimited, TooLarge, TooSlow
+from streamscore.ingest.request import (
+    MAX_IDEMPOTENCY_KEY,
+    IngestRequest,
+    RateLimited,
+    TooLarge,
+    TooSlow,
+    idempotency_key,
+)
 from streamscore.pipeline.admission import Overloaded
 from streamscore.pipeline.pipeline import AckTimeout
 from streamscore.scoring.scorer import ScoringFailed
@@ -65,6 +72,10 @@ def router(service: Service, authorizer: Authorizer, limits: RateLimits) -> APIR
                 f"unsupported content type {content_type!r}: use application/json or "
                 "application/x-ndjson",
             )
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+            return error(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+        idempotency_key.set(key)
         ingest = IngestRequest(service, lambda events: limits.take(caller.key_id, events))
         try:
             await service.admission.room()

@@ -6,7 +6,8 @@ A cluster named `NAME` keeps, in the PostgreSQL schema `NAME`:
   seq is `message sequence * MAX_EVENTS_PER_MESSAGE + position in the message`: unique in the
   cluster, equal on every redelivery, ordered as the bus ordered the messages.
 - `partitions`: per partition, the last bus message whose events are in `chunks`, the owner's
-  fencing epoch and the number of events stored.
+  fencing epoch and the number of events stored;
+- `checkpoints`: per partition, the last checkpoint of its state (`cluster.checkpoint`).
 
 Exactly once: `commit` inserts a batch's chunks and moves `last_msg` in one transaction, and
 only if `last_msg` is still what the owner last wrote and the epoch is still its own. A new
@@ -144,6 +145,30 @@ class ClusterHistory:
                     for chunk in chunks:
                         copy.write_row(chunk.row())
 
+    def save_checkpoint(self, partition: int, epoch: int, last_msg: int, state: bytes) -> None:
+        """Keep a checkpoint taken after `last_msg`, if the epoch is still ours (else Fenced)."""
+        with self._write() as conn, conn.transaction():
+            row = conn.execute(
+                self._sql("SELECT epoch FROM {s}.partitions WHERE partition = %s FOR SHARE"),
+                (partition,),
+            ).fetchone()
+            if row is None or row[0] != epoch:
+                raise Fenced(f"partition {partition} is no longer at epoch {epoch}")
+            conn.execute(
+                self._sql(
+                    "INSERT INTO {s}.checkpoints VALUES (%s, %s, %s) ON CONFLICT (partition) "
+                    "DO UPDATE SET last_msg = excluded.last_msg, state = excluded.state"
+                ),
+                (partition, last_msg, state),
+            )
+
+    def load_checkpoint(self, partition: int) -> bytes | None:
+        with self._reader() as conn:
+            row = conn.execute(
+                self._sql("SELECT state FROM {s}.checkpoints WHERE partition = %s"), (partition,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
     @contextmanager
     def _reader(self) -> Iterator[psycopg.Connection]:
         try:
@@ -220,6 +245,11 @@ CREATE TABLE IF NOT EXISTS {s}.partitions (
     epoch      bigint NOT NULL,
     last_msg   bigint NOT NULL,
     events     bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.checkpoints (
+    partition integer PRIMARY KEY,
+    last_msg  bigint NOT NULL,
+    state     bytea NOT NULL
 );
 """
 

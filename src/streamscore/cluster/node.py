@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +35,8 @@ import numpy as np
 import redis.asyncio as redis
 from nats.aio.client import Client
 
-from streamscore.cluster.bus import Cluster, open_cluster, publish_batch
+from streamscore.cluster import checkpoint
+from streamscore.cluster.bus import BusUnavailable, Cluster, open_cluster, publish_batch
 from streamscore.cluster.consumer import Delivery, PartitionConsumer
 from streamscore.cluster.history import MAX_EVENTS_PER_MESSAGE, ClusterHistory, Fenced
 from streamscore.cluster.leases import Leases
@@ -50,6 +52,7 @@ from streamscore.features.definitions import FeatureDefinitions
 from streamscore.handoff import served
 from streamscore.history.dead_letters import DeadLetters
 from streamscore.ingest.decode import EventDecoder
+from streamscore.ingest.request import idempotency_key
 from streamscore.pipeline.admission import Admission
 from streamscore.scoring.model import LoadedModel
 from streamscore.scoring.scorer import Scorer
@@ -99,10 +102,13 @@ class ClusterNode:
         self._nc: Client | None = None
         self._cluster: Cluster | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
         self.stream_time: ClusterStreamTime | None = None
         self.leases: Leases | None = None
         self.online: OnlineStore | None = None
         self.takeover_seconds: dict[int, float] = {}
+        self.takeover_from: dict[int, int] = {}  # the checkpoint's message (0: none)
+        self.checkpointed: dict[int, int] = {}  # last message of each partition's checkpoint
         self._saved: dict[str, int] = {}
         self.stored_events = 0  # committed by this node's partitions since it started
         self.metrics.registry.register(ClusterCollector(self))
@@ -143,13 +149,15 @@ class ClusterNode:
         )
         await self.leases.start()
         self._refresher = asyncio.create_task(self._refresh(), name="cluster-time")
+        self._checkpointer = asyncio.create_task(self._checkpoints(), name="checkpoints")
 
     async def stop(self) -> None:
         """Leave the cluster: hand every partition back (handled batches acknowledged)."""
         self.admission.close("shutting down")
-        if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.gather(self._refresher, return_exceptions=True)
+        for task in (self._refresher, self._checkpointer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.leases is not None:
             await self.leases.stop(release=True)
         for partition in list(self._takeovers):
@@ -187,7 +195,8 @@ class ClusterNode:
         await self.admission.acquire(n)
         try:
             fresh = _first_copies(batch.event_ids)
-            messages, members = _messages(batch.select(fresh), cluster.partitions)
+            key = idempotency_key.get()
+            messages, members = _messages(batch.select(fresh), cluster.partitions, key)
             published = await publish_batch(cluster, messages, self.settings.ack_timeout)
             kept = np.flatnonzero(fresh)
             for positions, duplicate in zip(members, published.duplicated, strict=True):
@@ -196,7 +205,10 @@ class ClusterNode:
             stamps = batch.timestamps[fresh]
             late = int(StreamClock(self.settings.window, clock.time).advance(stamps).sum())
             if len(stamps):
-                await clock.advance(float(stamps.max()))
+                try:
+                    await clock.advance(float(stamps.max()))
+                except nats.errors.Error as exc:  # stored, but the answer must say: retry
+                    raise BusUnavailable(f"stream time not moved: {exc!r}; retry") from exc
         finally:
             self.admission.release(n)
         result = IngestResult(int(fresh.sum()), n - int(fresh.sum()), late)
@@ -246,6 +258,7 @@ class ClusterNode:
         while True:
             try:
                 progress = await asyncio.to_thread(self.history.claim, partition, epoch)
+                saved = await asyncio.to_thread(self.history.load_checkpoint, partition)
                 break
             except Fenced:
                 log.warning("partition %d: a newer owner exists; leaving it", partition)
@@ -253,7 +266,15 @@ class ClusterNode:
             except StoreUnavailable as exc:
                 log.warning("partition %d: take-over failed, retrying: %r", partition, exc)
                 await asyncio.sleep(RETRY_DELAY)
-        owner = self._owner(partition, progress.last_msg)
+        owner = self._owner(partition, progress.last_msg, epoch)
+        if saved is not None:
+            try:
+                await asyncio.to_thread(checkpoint.restore, owner, saved)
+            except ValueError as exc:  # another feature file than its writer's: replay all
+                log.warning("partition %d: checkpoint not used: %s", partition, exc)
+                owner = self._owner(partition, progress.last_msg, epoch)
+        self.checkpointed[partition] = owner.last_msg
+        restored = owner.last_msg
         consumer = PartitionConsumer(
             self._cluster,
             partition,
@@ -275,6 +296,7 @@ class ClusterNode:
         while not owner.caught_up:
             await asyncio.sleep(0.01)
         self.takeover_seconds[partition] = time.monotonic() - started
+        self.takeover_from[partition] = restored
         if self.online is not None:
             with contextlib.suppress(redis.RedisError):
                 # Users the last owner wrote, whose windows may have emptied since.
@@ -309,9 +331,11 @@ class ClusterNode:
             for version in owner.features.versions:
                 owner.features.table(["warm-a", "warm-b"], version)
 
-    def _owner(self, partition: int, stored: int) -> PartitionOwner:
+    def _owner(self, partition: int, stored: int, epoch: int = 0) -> PartitionOwner:
         s = self.settings
-        return PartitionOwner(partition, self.scorer, MODEL_ID, s.window, self.definitions, stored)
+        return PartitionOwner(
+            partition, self.scorer, MODEL_ID, s.window, self.definitions, stored, epoch
+        )
 
     async def _handle(self, owner: PartitionOwner, epoch: int, delivery: Delivery) -> None:
         messages = [
@@ -440,6 +464,26 @@ class ClusterNode:
                     owner.partition, version, dict(zip(some, answers, strict=True))
                 )
 
+    async def _checkpoints(self) -> None:
+        """Every `features_checkpoint_every` seconds, checkpoint each owned partition that moved
+        (copied between two batches, encoded and saved off the loop)."""
+        while True:
+            await asyncio.sleep(self.settings.features_checkpoint_every)
+            for partition, owner in list(self.owners.items()):
+                if not owner.caught_up or owner.last_msg <= self.checkpointed.get(partition, 0):
+                    continue
+                async with self._locks.setdefault(partition, asyncio.Lock()):
+                    taken = checkpoint.take(owner)
+                try:
+                    data = await asyncio.to_thread(checkpoint.encode, taken)
+                    await asyncio.to_thread(
+                        self.history.save_checkpoint, partition, owner.epoch, taken[0], data
+                    )
+                except StoreUnavailable as exc:  # Fenced too: the next owner has its own
+                    log.warning("partition %d: checkpoint not saved: %s", partition, exc)
+                    continue
+                self.checkpointed[partition] = taken[0]
+
     def _counters_key(self) -> str:
         return f"{COUNTERS_PREFIX}{self.node_id}"
 
@@ -506,7 +550,8 @@ class ClusterNode:
         ingested = await self.cluster_counters()
         return {
             "node_id": self.node_id,
-            "partitions": sorted(self.owners),
+            "partitions": sorted(p for p, o in self.owners.items() if o.caught_up),
+            "catching_up": sorted(p for p, o in self.owners.items() if not o.caught_up),
             "stream_time": clock.time if math.isfinite(clock.time) else None,
             "node": {
                 "ingested": self.counters.events,
@@ -515,7 +560,10 @@ class ClusterNode:
                 "rejected": self.counters.rejected,
                 "users": sum(o.windows.users for o in self.owners.values()),
                 "windowed_events": sum(o.windows.events for o in self.owners.values()),
-                "takeover_seconds": {str(p): round(s, 3) for p, s in self.takeover_seconds.items()},
+                "takeovers": {
+                    str(p): {"seconds": round(s, 3), "from_checkpoint": self.takeover_from[p]}
+                    for p, s in self.takeover_seconds.items()
+                },
             },
             "cluster": {
                 "events": sum(p.events for p in totals.values()),
@@ -533,15 +581,16 @@ class ClusterNode:
 
 
 def _messages(
-    batch: EventBatch, partitions: int
+    batch: EventBatch, partitions: int, key: str | None = None
 ) -> tuple[dict[int, list[tuple[str, bytes]]], list[np.ndarray]]:
     """The bus messages of a request by partition, and the events of each (publish order).
 
     An event with an `event_id` is a message of its own named by the id, so that JetStream
     stores it once however many requests carry it (the cluster-wide dedupe). Consecutive
-    events of a partition without one share a message named by its content and position, so
-    a retried request is stored once too (and an identical request within the duplicate
-    window is taken for a retry). Within a partition
+    events of a partition without one share a message; with the request's `Idempotency-Key`
+    it is named by the key and its first event's position in the request, so a retried
+    request is stored once too; without a key it gets a fresh name, as a single node stores
+    every request's events without ids. Within a partition
     messages follow the request's order, so stream order is arrival order."""
     parts = partition_of(batch.user_ids, partitions)
     has_id = np.fromiter((e is not None for e in batch.event_ids), bool, len(batch))
@@ -576,8 +625,11 @@ def _messages(
         )
         if has_id[first]:
             msg_id = f"e:{batch.event_ids[first]}"
-        else:  # the same on a retry of the request; position: runs of one request differ
-            msg_id = "b:" + hashlib.sha256(b"%d:%d:" % (parts[first], first) + payload).hexdigest()
+        elif key is not None:
+            digest = hashlib.sha256(key.encode()).hexdigest()
+            msg_id = f"k:{digest}:{batch.index[first]}"
+        else:
+            msg_id = f"b:{uuid.uuid4().hex}"
         messages.setdefault(int(parts[first]), []).append((msg_id, payload))
         members.append(idx)
     # `order` runs by partition, so `members` already follows the publish order.

@@ -63,6 +63,7 @@ class PartitionOwner:
         window: float,
         features: FeatureDefinitions | None,
         stored: int = 0,
+        epoch: int = 0,
     ) -> None:
         self.partition = partition
         self.scorer = scorer
@@ -72,6 +73,7 @@ class PartitionOwner:
         self.features = FeatureEngine(features) if features is not None else None
         self.last_msg = 0  # the last message applied to this state
         self.stored = stored  # the last message whose events the history holds
+        self.epoch = epoch  # of the lease it is owned under (fences its writes)
 
     @property
     def caught_up(self) -> bool:

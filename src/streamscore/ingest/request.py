@@ -27,6 +27,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,12 @@ OFF_LOOP_BYTES = 64 * 1024  # larger JSON bodies are decoded in a worker thread
 DECODE_SLICE = 4096  # events per msgspec call (one GIL hold) when decoding off the loop
 
 RateLimiter = Callable[[int], float]  # events -> seconds to wait (0: go)
+MAX_IDEMPOTENCY_KEY = 200
+
+# The request's `Idempotency-Key` header, for the code that stores its events: a cluster names
+# the bus messages of events without an event_id after it, so that a retried request is stored
+# once. A single node dedupes by event_id only (its client gives every event one).
+idempotency_key: ContextVar[str | None] = ContextVar("idempotency_key", default=None)
 
 
 class TooLarge(ValueError):

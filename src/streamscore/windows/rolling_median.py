@@ -147,6 +147,28 @@ class RollingMedians:
 
         return self.lock.submit(read)
 
+    def snapshot(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Every event in the window as (user ids, timestamps, keys): `restore` rebuilds an
+        equal state from it (a checkpoint).
+
+        >>> m = RollingMedians()
+        >>> m.insert(["a", "b", "a"], np.array([1.0, 2.0, 3.0]), np.array([5, 1, 7], "f4"))
+        >>> copy = RollingMedians()
+        >>> copy.restore(*m.snapshot())
+        >>> copy.get("a"), copy.get("b"), copy.events
+        ((6.0, 2), (1.0, 1), 3)
+        """
+        with self.lock:
+            n = self._heap_n
+            users = [self._user_of[s] for s in self._heap_slot[:n].tolist()]
+            return users, self._heap_ts[:n].copy(), self._heap_key[:n].copy()  # type: ignore[return-value]
+
+    def restore(self, user_ids: list[str], timestamps: np.ndarray, keys: np.ndarray) -> None:
+        """Add the events of a `snapshot` (to an empty instance)."""
+        for lo in range(0, len(user_ids), SLICE):
+            hi = lo + SLICE
+            self._insert(user_ids[lo:hi], timestamps[lo:hi], keys[lo:hi])
+
     def user_list(self) -> list[str]:
         """The users with at least one event in the window."""
         with self.lock:
