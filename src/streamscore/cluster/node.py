@@ -70,6 +70,7 @@ REFRESH_INTERVAL = 0.2  # seconds between moves of the owned partitions to the c
 RETRY_DELAY = 1.0
 MODEL_ID = 0  # one model per cluster: history rows name it by this id
 CONSUME_BATCH = 1024  # messages per fetch
+PUBLISH_TIMEOUT = 5.0  # seconds for JetStream's acks (ms when it is up): then 503, retry
 PUBLISH_USERS = 1000  # users per features write to the online store
 COUNTERS_PREFIX = "counters."  # bucket keys of each node's ingest counters
 
@@ -197,7 +198,9 @@ class ClusterNode:
             fresh = _first_copies(batch.event_ids)
             key = idempotency_key.get()
             messages, members = _messages(batch.select(fresh), cluster.partitions, key)
-            published = await publish_batch(cluster, messages, self.settings.ack_timeout)
+            published = await publish_batch(
+                cluster, messages, min(self.settings.ack_timeout, PUBLISH_TIMEOUT)
+            )
             kept = np.flatnonzero(fresh)
             for positions, duplicate in zip(members, published.duplicated, strict=True):
                 if duplicate:
