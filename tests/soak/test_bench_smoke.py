@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from ..conftest import LONG
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -64,3 +68,20 @@ def test_batching_bench_smoke_reports_every_policy_and_shape(tmp_path: Path) -> 
     assert all(r["scored_events"] > 0 and r["cost_per_event"] > 0 for r in report["runs"])
     assert set(report["verdicts"]) == {"steady high", "bursty", "trickle"}
     assert "| trickle | adaptive |" in result.stdout
+
+
+@pytest.mark.skipif(not LONG, reason="about 3 minutes: STREAMSCORE_LONG=1")
+def test_cluster_bench_smoke_reports_scaling_and_takeover() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.cluster", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads((ROOT / "bench" / "results" / "cluster-smoke.json").read_text())
+    for config in ("one_node", "two_nodes"):
+        assert report[config]["acked_per_s"] > 0 and report[config]["stored_per_s"] > 0
+    assert report["stored_ratio"] > 0
+    assert report["takeover_seconds"] and max(report["takeover_seconds"]) < 15

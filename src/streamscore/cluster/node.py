@@ -2,17 +2,17 @@
 
     any node                         JetStream                   the partition's owner
     --------                         ---------                   ---------------------
-    POST /ingest: validate,          NAME.events.<p>             fetch a batch, prepare it
-      split by partition,  ──publish──▶ (file storage) ──pull──▶ (dedupe, score), commit its
-      200 once every message                                     history + progress to
-      is acknowledged                                            PostgreSQL, then keep it
-                                                                 (windows, features) and ack
+    POST /ingest: validate, dedupe   NAME.events.<p>             fetch a batch, score it,
+      (message ids), split by  ──publish──▶ (file storage) ──pull──▶ commit its history and
+      partition; 200 once every                                  progress to PostgreSQL,
+      message is acknowledged                                    keep it (windows, features),
+                                                                 then ack
 
-Ownership comes from `leases`; taking a partition over replays its messages up to what the
-history holds (`ClusterHistory.claim`) to rebuild the state, then consumes the rest. Reads of a
-partition this node owns are answered here; others from the Redis online store (medians) when
-there is one, else forwarded to the owner's address. History is read from PostgreSQL by any
-node.
+Ownership comes from `leases`; taking a partition over restores its last checkpoint and reads
+its messages from there: those the history already holds (`ClusterHistory.claim`) are only
+applied to the state, the rest are committed. Reads of a partition this node owns are answered
+here; others from the Redis online store (medians, features) when there is one, else forwarded
+to the owner's address. History is read from PostgreSQL by any node.
 """
 
 from __future__ import annotations
@@ -254,8 +254,9 @@ class ClusterNode:
             stopping.add_done_callback(self._stopping.discard)
 
     async def _take_over(self, partition: int, epoch: int) -> None:
-        """Raise the partition's epoch, then consume it from the first message: what the
-        history already holds is only applied to the state (`_handle`), the rest committed."""
+        """Raise the partition's epoch, restore its last checkpoint, then consume it from the
+        message after it: what the history already holds is only applied to the state
+        (`_handle`), the rest committed. Failures are retried until the lease is released."""
         started = time.monotonic()
         assert self._cluster is not None
         while True:
@@ -273,8 +274,8 @@ class ClusterNode:
         if saved is not None:
             try:
                 await asyncio.to_thread(checkpoint.restore, owner, saved)
-            except ValueError as exc:  # another feature file than its writer's: replay all
-                log.warning("partition %d: checkpoint not used: %s", partition, exc)
+            except Exception as exc:  # e.g. another feature file than its writer's: replay all
+                log.warning("partition %d: checkpoint not used: %r", partition, exc)
                 owner = self._owner(partition, progress.last_msg, epoch)
         self.checkpointed[partition] = owner.last_msg
         restored = owner.last_msg
@@ -291,7 +292,7 @@ class ClusterNode:
             try:
                 await consumer.start()
                 break
-            except nats.errors.Error as exc:
+            except (nats.errors.Error, TimeoutError) as exc:
                 log.warning("partition %d: cannot consume yet, retrying: %r", partition, exc)
                 await asyncio.sleep(RETRY_DELAY)
         self._consumers[partition] = consumer
@@ -367,7 +368,7 @@ class ClusterNode:
                 )
             except Fenced:
                 log.warning("partition %d: fenced by a newer owner", owner.partition)
-                asyncio.get_running_loop().call_soon(self._forget, owner.partition)
+                asyncio.get_running_loop().call_soon(self._forget, owner)
                 raise
             await asyncio.to_thread(owner.apply, prepared)
             owner.stored = prepared.last_msg
@@ -380,8 +381,13 @@ class ClusterNode:
             with contextlib.suppress(redis.RedisError):  # (a released owner writes no more)
                 await self._publish(owner, list(dict.fromkeys(prepared.events.user_ids)))
 
-    def _forget(self, partition: int) -> None:
-        asyncio.get_running_loop().create_task(self._release(partition))
+    def _forget(self, owner: PartitionOwner) -> None:
+        """Stop owning a partition another node took (the lease loop will see it too), unless
+        this node owns it again already: a stale consumer must not end its successor."""
+        if self.owners.get(owner.partition) is owner:
+            task = asyncio.get_running_loop().create_task(self._release(owner.partition))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
 
     # -- cluster time and the online store ---------------------------------------------------
 

@@ -80,3 +80,52 @@ async def test_stop_returns_promptly_when_idle(cluster: Cluster) -> None:
     await consumer.start()
     await asyncio.sleep(0.1)
     await asyncio.wait_for(consumer.stop(), timeout=1.0)
+
+
+async def test_an_idle_consumer_still_delivers_later_messages(cluster: Cluster) -> None:
+    """Fetches that time out (nothing published) leave the consumer running."""
+    handled: list[int] = []
+
+    async def handler(delivery: Delivery) -> None:
+        handled.extend(int(p) for p in delivery.payloads)
+
+    consumer = PartitionConsumer(cluster, 2, handler, fetch_timeout=0.1)
+    await consumer.start()
+    await asyncio.sleep(0.5)  # several empty fetches
+    await publish(cluster, 2, 0, 5)
+    await wait_until(lambda: len(handled) == 5, timeout=5)
+    await consumer.stop()
+
+
+async def test_a_resuming_consumer_delivers_in_order_after_a_failure(cluster: Cluster) -> None:
+    """With `resume_after`, a failed batch is delivered again from the caller's own record,
+    before anything after it, and two owners' consumers never share messages."""
+    await publish(cluster, 6, 0, 30)
+    handled: list[int] = []
+    failures = [RuntimeError("history store down")]
+
+    async def handler(delivery: Delivery) -> None:
+        if failures:
+            raise failures.pop()
+        handled.extend(int(p) for p in delivery.payloads)
+
+    last = {"seq": 0}
+
+    async def recording(delivery: Delivery) -> None:
+        await handler(delivery)
+        last["seq"] = delivery.last_sequence
+
+    first = PartitionConsumer(
+        cluster, 6, recording, batch=10, fetch_timeout=0.1, retry_delay=0.05,
+        resume_after=lambda: last["seq"], name="p6-a-1",
+    )  # fmt: skip
+    other = PartitionConsumer(
+        cluster, 6, handler, batch=10, fetch_timeout=0.1, resume_after=lambda: 10**9,
+        name="p6-b-2",
+    )  # fmt: skip
+    await other.start()  # another owner's consumer, from far ahead: takes nothing of ours
+    await first.start()
+    await wait_until(lambda: len(handled) == 30, timeout=5)
+    await first.stop()
+    await other.stop()
+    assert handled == list(range(30))
