@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import random
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +25,7 @@ import redis
 
 from streamscore.scoring.model import create_model
 
-from .conftest import Server, create_database, drop_database, wait_until
+from .conftest import Server, create_database, drop_database, history_rows, wait_until
 from .oracle import Oracle, reference_model, reference_scores
 
 NATS_URL = os.environ.get("STREAMSCORE_TEST_NATS", "nats://127.0.0.1:4222")
@@ -130,22 +131,6 @@ class Cluster:
                 client.delete(*keys)
 
 
-def history(client: httpx.Client, user: str, page: int) -> list[tuple[float, float]]:
-    rows: list[tuple[float, float]] = []
-    cursor = None
-    while True:
-        params: dict[str, object] = {"limit": page}
-        if cursor:
-            params["cursor"] = cursor
-        response = client.get(f"/users/{user}/history", params=params)
-        assert response.status_code == 200, response.text
-        body = response.json()
-        rows += [(p["timestamp"], p["score"]) for p in body["history"]]
-        cursor = body["next_cursor"]
-        if cursor is None:
-            return rows
-
-
 def medians_match(client: httpx.Client, oracle: Oracle, users: list[str]) -> bool:
     for user in users:
         response = client.get(f"/users/{user}/median")
@@ -205,7 +190,7 @@ def check_against_oracle(client: httpx.Client, oracle: Oracle, users: list[str])
     ]
     for user in users:
         want = oracle.history(user)
-        got = history(client, user, 7)
+        got = history_rows(client, user, 7)
         assert [t for t, _ in got] == [t for t, _ in want]
         assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-5, abs=1e-6)
 
@@ -259,3 +244,12 @@ class RetryingSender:
             )
             self.sent += len(events)
             k += 1
+
+
+def start_sender(cluster: Cluster) -> tuple[Oracle, RetryingSender, threading.Thread]:
+    """A `RetryingSender` running in a thread, and the oracle it feeds."""
+    oracle = Oracle(WINDOW)
+    sender = RetryingSender(cluster, oracle, cluster.model, cluster.name)
+    thread = threading.Thread(target=sender.run, daemon=True)
+    thread.start()
+    return oracle, sender, thread

@@ -200,3 +200,20 @@ def post_events(client: httpx.Client, events: list, ndjson: bool) -> dict:
         response = client.post("/ingest", json={"events": events})
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def history_rows(client: httpx.Client, user: str, page: int) -> list[tuple[float, float]]:
+    """A user's whole history as (timestamp, score), read `page` rows at a time via cursors."""
+    rows: list[tuple[float, float]] = []
+    cursor = None
+    while True:
+        params: dict[str, object] = {"limit": page}
+        if cursor:
+            params["cursor"] = cursor
+        response = client.get(f"/users/{user}/history", params=params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        rows += [(p["timestamp"], p["score"]) for p in body["history"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return rows

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import numpy as np
 import torch
+from hypothesis import strategies as st
 
 from streamscore.scoring.model import InefficientModel
 
@@ -71,3 +74,55 @@ class Oracle:
 
     def users(self) -> set[str]:
         return {u for u, _, _ in self.processed}
+
+
+# Randomized streams for the oracle tests: six users, offsets around a base time (many in the
+# window, some far behind it: late; repeats of the same timestamp), event ids that repeat
+# (duplicates), and cuts of the stream into requests (size, NDJSON or not).
+event = st.fixed_dictionaries(
+    {
+        "user": st.integers(0, 5),
+        "offset": st.integers(-200, 120).map(float) | st.floats(-5, 5).map(lambda x: round(x, 3)),
+        "features": st.lists(st.floats(-10, 10, width=32), min_size=3, max_size=3),
+        "event_id": st.none() | st.integers(0, 15),
+    }
+)
+stream = st.lists(event, min_size=1, max_size=120)
+splits = st.lists(st.tuples(st.integers(1, 40), st.booleans()), min_size=1, max_size=8)
+
+
+def wire_events(events: list[dict], users: list[str], base: float, tag: str) -> list[dict]:
+    """Drawn `event`s as the API's events: user ids from `users`, times around `base`, event
+    ids unique to `tag` (so that examples never share ids)."""
+    wire = []
+    for e in events:
+        item = {"user_id": users[e["user"]], "timestamp": base + e["offset"]}
+        item["features"] = e["features"]
+        if e["event_id"] is not None:
+            item["event_id"] = f"{tag}-id-{e['event_id']}"
+        wire.append(item)
+    return wire
+
+
+def send_checked(
+    client: httpx.Client,
+    oracle: Oracle,
+    model: InefficientModel,
+    wire: list[dict],
+    cuts: list[tuple[int, bool]],
+) -> None:
+    """Send `wire` cut into requests by `cuts` (then 40 at a time), as JSON or NDJSON, feeding
+    the oracle in the same order; every answer's counts equal the oracle's."""
+    from .conftest import post_events
+
+    start = 0
+    for size, ndjson in itertools.chain(cuts, itertools.repeat((40, False))):
+        chunk = wire[start : start + size]
+        if not chunk:
+            return
+        start += size
+        scores = reference_scores(model, [e["features"] for e in chunk])
+        expected = oracle.ingest(chunk, scores)
+        body = post_events(client, chunk, ndjson)
+        assert body["rejected"] == 0
+        assert (body["processed"], body["duplicates"], body["late"]) == expected

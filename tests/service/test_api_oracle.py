@@ -12,25 +12,20 @@ import math
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from ..conftest import STORES, Server, post_events, wait_until
-from ..oracle import Oracle, reference_model, reference_scores
+from ..conftest import STORES, Server, history_rows, post_events, wait_until
+from ..oracle import (
+    Oracle,
+    reference_model,
+    reference_scores,
+    send_checked,
+    splits,
+    stream,
+    wire_events,
+)
 
 WINDOW = 60.0
 _examples = itertools.count()
-
-event = st.fixed_dictionaries(
-    {
-        "user": st.integers(0, 5),
-        # Offsets around the base: many in-window, some far behind (late), repeats of the same ts.
-        "offset": st.integers(-200, 120).map(float) | st.floats(-5, 5).map(lambda x: round(x, 3)),
-        "features": st.lists(st.floats(-10, 10, width=32), min_size=3, max_size=3),
-        "event_id": st.none() | st.integers(0, 15),
-    }
-)
-stream = st.lists(event, min_size=1, max_size=120)
-splits = st.lists(st.tuples(st.integers(1, 40), st.booleans()), min_size=1, max_size=8)
 
 
 @pytest.fixture(scope="module", params=STORES)
@@ -42,20 +37,6 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
     yield server
     server.stop()
     server.drop()
-
-
-def history(client: httpx.Client, user: str, page: int) -> list[tuple[float, float]]:
-    rows: list[tuple[float, float]] = []
-    cursor = None
-    while True:
-        params: dict[str, object] = {"limit": page}
-        if cursor:
-            params["cursor"] = cursor
-        body = client.get(f"/users/{user}/history", params=params).json()
-        rows += [(p["timestamp"], p["score"]) for p in body["history"]]
-        cursor = body["next_cursor"]
-        if cursor is None:
-            return rows
 
 
 def check_against_oracle(client: httpx.Client, oracle: Oracle, users: list[str]) -> None:
@@ -72,9 +53,11 @@ def check_against_oracle(client: httpx.Client, oracle: Oracle, users: list[str])
         want = oracle.history(user)
         expected_rows = len(want)
         pages = wait_until(
-            lambda u=user, n=expected_rows: [h] if len(h := history(client, u, 7)) >= n else None
+            lambda u=user, n=expected_rows: (
+                [h] if len(h := history_rows(client, u, 7)) >= n else None
+            )
         )
-        got = pages[0] if pages else history(client, user, 7)
+        got = pages[0] if pages else history_rows(client, user, 7)
         assert [t for t, _ in got] == [t for t, _ in want]
         assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-5, abs=1e-6)
 
@@ -89,33 +72,9 @@ def test_random_streams_match_oracle(shared_server: Server, events: list[dict], 
     model = reference_model(shared_server.store_dir / "demo_model.pt")
     oracle = Oracle(WINDOW, stream_time=base - 1e5)
     users = [f"ex{example}-user-{u}" for u in range(6)]
-    wire = []
-    for e in events:
-        item = {
-            "user_id": users[e["user"]],
-            "timestamp": base + e["offset"],
-            "features": e["features"],
-        }
-        if e["event_id"] is not None:
-            item["event_id"] = f"ex{example}-id-{e['event_id']}"
-        wire.append(item)
-
+    wire = wire_events(events, users, base, f"ex{example}")
     with shared_server.client() as client:
-        start = 0
-        for size, ndjson in itertools.chain(cuts, itertools.repeat((40, False))):
-            chunk = wire[start : start + size]
-            if not chunk:
-                break
-            start += size
-            scores = reference_scores(model, [e["features"] for e in chunk])
-            processed, duplicates, late = oracle.ingest(chunk, scores)
-            body = post_events(client, chunk, ndjson)
-            assert (body["processed"], body["duplicates"], body["late"]) == (
-                processed,
-                duplicates,
-                late,
-            )
-            assert body["rejected"] == 0
+        send_checked(client, oracle, model, wire, cuts)
         check_against_oracle(client, oracle, users)
 
 

@@ -14,12 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..cluster_harness import WINDOW, Cluster, check_against_oracle
-from ..conftest import post_events, wait_until
-from ..oracle import Oracle, reference_model, reference_scores
+from ..conftest import wait_until
+from ..oracle import Oracle, reference_model, send_checked, splits, stream, wire_events
 
 _examples = itertools.count()
 
@@ -38,18 +37,6 @@ def small_cluster(
         cluster.close()
 
 
-event = st.fixed_dictionaries(
-    {
-        "user": st.integers(0, 5),
-        "offset": st.integers(-200, 120).map(float) | st.floats(-5, 5).map(lambda x: round(x, 3)),
-        "features": st.lists(st.floats(-10, 10, width=32), min_size=3, max_size=3),
-        "event_id": st.none() | st.integers(0, 15),
-    }
-)
-stream = st.lists(event, min_size=1, max_size=120)
-splits = st.lists(st.tuples(st.integers(1, 40), st.booleans()), min_size=1, max_size=8)
-
-
 @settings(
     max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -63,30 +50,10 @@ def test_sent_to_one_node_read_from_another_equals_the_oracle(
     oracle = Oracle(WINDOW, stream_time=base - 1e5)
     users = [f"{small_cluster.name}-ex{example}-user-{u}" for u in range(6)]
     before = small_cluster.stats()["cluster"]
-    wire = []
-    for e in events:
-        item = {"user_id": users[e["user"]], "timestamp": base + e["offset"]}
-        item["features"] = e["features"]
-        if e["event_id"] is not None:
-            item["event_id"] = f"ex{example}-id-{e['event_id']}"
-        wire.append(item)
+    wire = wire_events(events, users, base, f"{small_cluster.name}-ex{example}")
     writer, reader = small_cluster.nodes[0], small_cluster.nodes[-1]
     with writer.client() as client:
-        start = 0
-        for size, ndjson in itertools.chain(cuts, itertools.repeat((40, False))):
-            chunk = wire[start : start + size]
-            if not chunk:
-                break
-            start += size
-            scores = reference_scores(model, [e["features"] for e in chunk])
-            processed, duplicates, late = oracle.ingest(chunk, scores)
-            body = post_events(client, chunk, ndjson)
-            assert body["rejected"] == 0
-            assert (body["processed"], body["duplicates"], body["late"]) == (
-                processed,
-                duplicates,
-                late,
-            )
+        send_checked(client, oracle, model, wire, cuts)
     small_cluster.wait_events(before["events"] + len(oracle.processed))
     with reader.client() as client:
         check_against_oracle(client, oracle, users)

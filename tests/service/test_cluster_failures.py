@@ -6,13 +6,11 @@ Apart from the oracle tests' module: their cluster would still run beside these 
 from __future__ import annotations
 
 import random
-import threading
 import time
 from pathlib import Path
 
-from ..cluster_harness import WINDOW, Cluster, RetryingSender, check_against_oracle
+from ..cluster_harness import Cluster, check_against_oracle, start_sender
 from ..conftest import wait_until
-from ..oracle import Oracle
 from ..unit.cluster.conftest import PrivateNats
 
 
@@ -27,10 +25,7 @@ def test_nodes_killed_and_joining_under_load_lose_nothing(
     cluster = Cluster(tmp_path, 3, online=True)
     try:
         cluster.start()
-        oracle = Oracle(WINDOW)
-        sender = RetryingSender(cluster, oracle, cluster.model, cluster.name)
-        thread = threading.Thread(target=sender.run, daemon=True)
-        thread.start()
+        oracle, sender, thread = start_sender(cluster)
         takeovers = []
         rng = random.Random(3)
         for _ in range(3):
@@ -74,10 +69,7 @@ def test_nats_restarted_under_load_503_then_recovers(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path, 2, nats_url=server.url)
     try:
         cluster.start()
-        oracle = Oracle(WINDOW)
-        sender = RetryingSender(cluster, oracle, cluster.model, cluster.name)
-        thread = threading.Thread(target=sender.run, daemon=True)
-        thread.start()
+        oracle, sender, thread = start_sender(cluster)
         time.sleep(2.0)
         server.stop()
         refused_before = sender.refused

@@ -45,7 +45,9 @@ class Progress:
 
 
 def event_seq(sequence: int, position: int) -> int:
-    """>>> event_seq(3, 5)
+    """The seq of the event at `position` of the bus message `sequence`.
+
+    >>> event_seq(3, 5)
     196613
     """
     return sequence * MAX_EVENTS_PER_MESSAGE + position
