@@ -296,8 +296,9 @@ class Settings:
     online_store: str | None = field(
         default=None,
         metadata={
-            "help": "Redis URL (redis://HOST:6379/0) where owners keep each user's median, so "
-            "that any node answers median reads itself; unset = forward them to the owner"
+            "help": "Redis URL (redis://HOST:6379/0) where owners keep each user's median and "
+            "features, so that any node answers those reads itself; unset = forward them to "
+            "the owner"
         },
     )
     online_refresh: float = field(
