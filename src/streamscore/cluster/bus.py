@@ -117,7 +117,6 @@ async def publish_batch(
     cluster: Cluster,
     messages: Mapping[int, Sequence[tuple[str, bytes]]],
     timeout: float = 5.0,
-    headers: Mapping[str, str] | None = None,
 ) -> Published:
     """Publish (msg_id, payload) pairs to their partitions; return once JetStream acked them all.
 
@@ -126,7 +125,6 @@ async def publish_batch(
     and identical on a retry (e.g. derived from the request id or the events' ids).
     Raises BusUnavailable if NATS is disconnected or any ack is missing after `timeout` seconds:
     some messages may then be stored, which is why a retry with the same ids is safe.
-    `headers` are added to every message.
     """
     if not cluster.nc.is_connected:
         raise BusUnavailable("not connected to NATS")
@@ -138,7 +136,7 @@ async def publish_batch(
                 for msg_id, payload in items:
                     acks.append(
                         await cluster.js.publish_async(
-                            topic, payload, headers={**(headers or {}), api.Header.MSG_ID: msg_id}
+                            topic, payload, headers={api.Header.MSG_ID: msg_id}
                         )
                     )
             done = await asyncio.gather(*acks)

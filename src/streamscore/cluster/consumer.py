@@ -36,7 +36,6 @@ class Delivery:
     partition: int
     payloads: list[bytes]
     sequences: list[int]  # the stream sequence of each message
-    headers: list[dict[str, str]]  # each message's headers
     first_sequence: int  # stream sequence of the first message (for checkpoints)
     last_sequence: int
     redelivered: bool  # some message was delivered before: its effects may already be stored
@@ -159,7 +158,6 @@ class PartitionConsumer:
             partition=self.partition,
             payloads=[m.data for m in msgs],
             sequences=[m.metadata.sequence.stream for m in msgs],
-            headers=[m.headers or {} for m in msgs],
             first_sequence=msgs[0].metadata.sequence.stream,
             last_sequence=msgs[-1].metadata.sequence.stream,
             redelivered=any(m.metadata.num_delivered > 1 for m in msgs),
