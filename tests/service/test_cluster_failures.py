@@ -23,6 +23,7 @@ def test_nodes_killed_and_joining_under_load_lose_nothing(
     and history equal the oracle."""
 
     cluster = Cluster(tmp_path, 3, online=True)
+    sender = None
     try:
         cluster.start()
         oracle, sender, thread = start_sender(cluster)
@@ -36,9 +37,9 @@ def test_nodes_killed_and_joining_under_load_lose_nothing(
             time.sleep(1.0)
             victim.start()  # joins again, under load
             cluster.wait_owned(timeout=30)
-        cluster.add()  # a fourth node joins under load and takes its share
+        new = cluster.add()  # a fourth node joins under load and takes its share
+        assert wait_until(lambda: cluster.stats(new)["partitions"], timeout=30)
         cluster.wait_owned(timeout=30)
-        assert cluster.stats(cluster.nodes[-1])["partitions"]
         time.sleep(1.0)
         sender.stop = True
         thread.join(60)
@@ -57,6 +58,8 @@ def test_nodes_killed_and_joining_under_load_lose_nothing(
         assert max(takeovers) < 15, takeovers
         print(f"take-over seconds {takeovers}, retries {sender.retries}, events {sender.sent}")
     finally:
+        if sender is not None:
+            sender.stop = True  # a failed test must not leave it sending to closed nodes
         cluster.close()
 
 
@@ -67,6 +70,7 @@ def test_nats_restarted_under_load_503_then_recovers(tmp_path: Path) -> None:
     server = PrivateNats(tmp_path / "jetstream")
     server.start()
     cluster = Cluster(tmp_path, 2, nats_url=server.url)
+    sender = None
     try:
         cluster.start()
         oracle, sender, thread = start_sender(cluster)
@@ -86,5 +90,7 @@ def test_nats_restarted_under_load_503_then_recovers(tmp_path: Path) -> None:
         with cluster.live()[1].client() as client:
             check_against_oracle(client, oracle, sorted(oracle.users()))
     finally:
+        if sender is not None:
+            sender.stop = True  # a failed test must not leave it sending to closed nodes
         cluster.close()
         server.stop()
