@@ -113,10 +113,6 @@ class ClusterNode:
         self._saved: dict[str, int] = {}
         self.stored_events = 0  # committed by this node's partitions since it started
         self.metrics.registry.register(ClusterCollector(self))
-        self._shown: dict[int, set[str]] = {}  # users Redis shows with events, by partition
-        self._online: dict[int, float] = {}  # the cutoff Redis shows, by partition
-        self._features_time: dict[int, float] = {}  # the stream time Redis's features show
-        self._features_at: dict[int, float] = {}  # when they were written (monotonic)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -244,8 +240,6 @@ class ClusterNode:
         task = self._takeovers.pop(partition, None)
         if task is not None and not task.done():
             task.cancel()
-        for kept in (self._shown, self._online, self._features_time, self._features_at):
-            kept.pop(partition, None)
         self.owners.pop(partition, None)
         consumer = self._consumers.pop(partition, None)
         if consumer is not None:
@@ -304,7 +298,7 @@ class ClusterNode:
         if self.online is not None:
             with contextlib.suppress(redis.RedisError):
                 # Users the last owner wrote, whose windows may have emptied since.
-                self._shown.setdefault(partition, set()).update(await self.online.users(partition))
+                owner.online.shown.update(await self.online.users(partition))
                 await self._publish_all(owner, force=True)
         log.info(
             "owning partition",
@@ -413,22 +407,21 @@ class ClusterNode:
         Redis shows with events, or should: some windows empty), features every
         `online_refresh` seconds (every bound moves with stream time)."""
         assert self.online is not None
-        p = owner.partition
-        if force or self._online.get(p) != owner.clock.cutoff:
-            shown = self._shown.setdefault(p, set())
+        shown = owner.online
+        if force or shown.cutoff != owner.clock.cutoff:
             cutoff = owner.clock.cutoff
-            await self._publish_medians(owner, list(shown.union(owner.windows.user_list())))
-            self._online[p] = cutoff
+            await self._publish_medians(owner, list(shown.shown.union(owner.windows.user_list())))
+            shown.cutoff = cutoff
         now = time.monotonic()
         if owner.features is not None and (
             force
             or (
-                self._features_time.get(p) != owner.clock.time
-                and now - self._features_at.get(p, -math.inf) >= self.settings.online_refresh
+                shown.features_time != owner.clock.time
+                and now - shown.features_at >= self.settings.online_refresh
             )
         ):
-            self._features_time[p] = owner.clock.time
-            self._features_at[p] = now
+            shown.features_time = owner.clock.time
+            shown.features_at = now
             await self._publish_features(owner, owner.features.user_list())
 
     async def _publish(self, owner: PartitionOwner, users: list[str]) -> None:
@@ -450,7 +443,7 @@ class ClusterNode:
             owner.clock.cutoff,
             owner.clock.time,
         )
-        shown = self._shown.setdefault(owner.partition, set())
+        shown = owner.online.shown
         for user, (_, count) in zip(users, got, strict=True):
             if count:
                 shown.add(user)

@@ -17,7 +17,9 @@ partitions do, and at rest every value equals what one node would hold for the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -54,6 +56,16 @@ class Prepared:
         return self.messages[-1].sequence
 
 
+@dataclass(slots=True)
+class Shown:
+    """What the online store shows of the partition, so that only changes are rewritten."""
+
+    shown: set[str] = field(default_factory=set)  # users it shows with events
+    cutoff: float = math.nan  # the window cutoff of its medians
+    features_time: float = math.nan  # the stream time of its features
+    features_at: float = -math.inf  # when they were written (monotonic)
+
+
 class PartitionOwner:
     def __init__(
         self,
@@ -74,6 +86,7 @@ class PartitionOwner:
         self.last_msg = 0  # the last message applied to this state
         self.stored = stored  # the last message whose events the history holds
         self.epoch = epoch  # of the lease it is owned under (fences its writes)
+        self.online = Shown()
 
     @property
     def caught_up(self) -> bool:
@@ -92,7 +105,7 @@ class PartitionOwner:
                 (
                     event_seq(message.sequence, 0),
                     self.model_id,
-                    _scored(batch, scores[offset : offset + n]),
+                    dataclasses.replace(batch, scores=scores[offset : offset + n]),
                 )
             )
             offset += n
@@ -119,18 +132,6 @@ class PartitionOwner:
         if self.features is not None:
             self.features.advance(time)
         return True
-
-
-def _scored(events: LoggedBatch, scores: np.ndarray) -> LoggedBatch:
-    return LoggedBatch(
-        user_ids=events.user_ids,
-        event_ids=events.event_ids,
-        timestamps=events.timestamps,
-        scores=scores,
-        features=events.features,
-        event_types=events.event_types,
-        attributes=events.attributes,
-    )
 
 
 def _as_events(batch: LoggedBatch) -> EventBatch:
