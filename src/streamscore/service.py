@@ -20,7 +20,6 @@ from streamscore.features.model_inputs import InputsError, ModelFeatures, ModelI
 from streamscore.features.stage import FeatureStage
 from streamscore.history.dead_letters import DeadLetters
 from streamscore.history.indexer import Indexer
-from streamscore.history.retention import Retention
 from streamscore.ingest.decode import EventDecoder
 from streamscore.pipeline.admission import Admission
 from streamscore.pipeline.commit import Committer
@@ -117,13 +116,15 @@ class Service:
             settings.max_in_flight, settings.max_wait, settings.max_in_flight_bytes
         )
         self.dead_letters = DeadLetters()
-        self.retention = Retention(self.store, settings.retention)
         self.indexer = Indexer(
             self.store,
+            settings.store,
+            settings.store_timeout,
             settings.index_interval,
+            settings.retention,
+            settings.log_level,
             self.dead_letters,
             settings.dead_letter_limit,
-            self.retention,
         )
         self.committer = Committer(
             self.store,

@@ -27,18 +27,16 @@ def test_retention_deletes_old_history_in_the_background(server_factory, store_k
     ]
     with server.client() as client:
         assert client.post("/ingest", json={"events": events}).json()["processed"] == 100
-    assert wait_until(lambda: len(history_stamps(server, "r0")) == 34)  # indexed first
-    assert wait_until(
-        lambda: all(
-            ts >= now - DAY for u in ("r0", "r1", "r2") for ts in history_stamps(server, u)
-        ),
-        timeout=30,
-    ), "old rows are deleted"
+
+    def metrics() -> str:
+        with server.client() as client:
+            return client.get("/metrics").text
+
+    # The old rows were stored (the retention counter counts them) and then deleted. (Whether
+    # a page sees them before the sweep depends on when it runs, so it is not asserted.)
+    assert wait_until(lambda: "streamscore_retention_deleted_events 50.0" in metrics(), timeout=30)
     kept = sorted(ts for u in ("r0", "r1", "r2") for ts in history_stamps(server, u))
     assert kept == sorted(recent)
-    with server.client() as client:
-        metrics = client.get("/metrics").text
-    assert "streamscore_retention_deleted_events 50.0" in metrics
 
 
 def test_admin_profile_returns_a_report(server: Server) -> None:

@@ -4,6 +4,7 @@ lock-holding session. Each test failed on the code before the fix (see the branc
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import socket
 import threading
 import time
@@ -212,10 +213,16 @@ def test_a_commit_that_cannot_be_confirmed_is_undone_before_the_next_append(
 ) -> None:
     url = create_database()
     store = PostgresStore(cutter.url(url), timeout=1.0)
+    # As in the service: chunking is done by the indexing process's own store, which learns of
+    # the append in doubt through the shared cell.
+    indexer = PostgresStore(url, timeout=1.0, indexer=True)
+    pending = multiprocessing.get_context("spawn").Value("q", 0)
+    store.share_pending(pending)
+    indexer.share_pending(pending)
     try:
         model = store.register_model("m")
         store.append(1, batch("first", 1), model, 0, 0, 1_000_000.0, 1)
-        assert store.index_pending() == 1
+        assert indexer.index_pending() == 1
         cutter.armed.set()
         cutter.refuse.set()  # the reply is lost and the server cannot be reached to ask
         with pytest.raises(StoreUnavailable):
@@ -223,13 +230,14 @@ def test_a_commit_that_cannot_be_confirmed_is_undone_before_the_next_append(
         with psycopg.connect(url) as conn:  # it did land, while the caller was told it did not
             assert conn.execute("SELECT count(*) FROM batches").fetchone()[0] == 2
         cutter.refuse.clear()
-        assert store.index_pending() == 0  # the chunker leaves an unsettled batch alone
+        assert indexer.index_pending() == 0  # the chunker leaves an unsettled batch alone
         store.append(2, batch("kept", 3), model, 0, 0, 1_000_000.0, 3)  # the same seq, reused
-        assert store.index_pending() == 3
+        assert indexer.index_pending() == 3
         with psycopg.connect(url) as conn:
             users = conn.execute("SELECT user_id, count(*) FROM events GROUP BY 1 ORDER BY 1")
             (events,) = conn.execute("SELECT value FROM counters WHERE name='events'").fetchone()
             assert users.fetchall() == [("first", 1), ("kept", 3)] and events == 4
     finally:
+        indexer.close()
         store.close()
         drop_database(url)

@@ -1,41 +1,63 @@
-"""Background thread that moves acknowledged events from the log into history chunks, compacts
-them, writes out dead letters, and applies retention.
+"""The service's side of history indexing: starts `index_worker` in its own process, applies
+the progress it reports, restarts it if it dies, and writes out dead letters.
 
-Grouping a flush by user is a few vectorised NumPy passes and one row per (user, flush), so the
-thread holds the GIL briefly; its SQL runs inside the database without it. A failed pass (disk full, locked) is logged and retried; the log keeps the rows.
+The process owns chunking, compaction and retention; this side only publishes its
+`indexed_seq` to the store (so pages stop reading what is chunked and the log can be
+truncated) and keeps the counters the service reports.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import threading
 
+from streamscore.history import index_worker
 from streamscore.history.dead_letters import DeadLetters
-from streamscore.history.retention import Retention
 from streamscore.store.base import Store
 
 log = logging.getLogger(__name__)
+
+_spawn = mp.get_context("spawn")  # never fork: the service has threads and torch's pools
 
 
 class Indexer:
     def __init__(
         self,
         store: Store,
+        url: str,
+        timeout: float,
         interval: float,
+        retention_days: float,
+        log_level: str,
         dead_letters: DeadLetters,
         keep: int,
-        retention: Retention,
     ) -> None:
         self.store = store
-        self.retention = retention
         self.interval = interval
         self.dead_letters = dead_letters
         self.keep = keep
-        self._stop = threading.Event()
-        self._wake = threading.Event()
+        self.retention_deleted = 0
+        self.restarts = 0
+        self._args = (url, timeout, interval, retention_days, log_level)
+        self._wake = _spawn.Event()
+        self._stop = _spawn.Event()
+        self._pending = _spawn.Value("q", 0)
+        store.share_pending(self._pending)
+        self._process: mp.process.BaseProcess | None = None
+        self._progress: mp.connection.Connection | None = None
         self._thread = threading.Thread(target=self._run, name="indexer", daemon=True)
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
     def start(self) -> None:
+        self._launch()
         self._thread.start()
 
     def wake(self) -> None:
@@ -44,32 +66,50 @@ class Indexer:
 
     def close(self) -> None:
         """Stop after indexing everything logged so far."""
+        if self._thread.ident is None:  # never started
+            return
         self._stop.set()
         self._wake.set()
         self._thread.join()
-        self.drain()
-
-    def drain(self) -> None:
-        while self.store.index_pending():
-            pass
         self._flush_dead_letters()
+
+    def _launch(self) -> None:
+        receive, send = _spawn.Pipe(duplex=False)
+        self._process = _spawn.Process(
+            target=index_worker.run,
+            args=(*self._args, self._wake, self._stop, send, self._pending),
+            name="streamscore-indexer",
+            daemon=True,
+        )
+        self._process.start()
+        send.close()  # the child holds the only writer: its exit is our EOF
+        self._progress = receive
+
+    def _run(self) -> None:
+        assert self._progress is not None and self._process is not None
+        while True:
+            try:
+                if self._progress.poll(self.interval):
+                    indexed, self.retention_deleted = self._progress.recv()
+                    self.store.indexed_up_to(indexed)
+            except EOFError:  # the process ended
+                self._process.join()
+                if self._stop.is_set():
+                    return
+                self.restarts += 1
+                log.error(
+                    "the indexing process died, restarting it",
+                    extra={"exitcode": self._process.exitcode},
+                )
+                if self._stop.wait(self.interval):  # no tight loop when it dies at start
+                    return
+                self._launch()
+            try:
+                self._flush_dead_letters()
+            except Exception as exc:  # those rows are lost; indexing goes on
+                log.error("writing dead letters failed: %s", exc)
 
     def _flush_dead_letters(self) -> None:
         rows = self.dead_letters.take()
         if rows:
             self.store.add_dead_letters(rows, self.keep)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                moved = self.store.index_pending()
-                self._flush_dead_letters()
-                if moved < self.store.index_chunk // 2:  # retention, compaction when caught up
-                    self.retention.step()
-                    self.store.compact()
-            except Exception as exc:  # keep indexing alive through transient store errors
-                log.error("indexing failed, retrying: %s", exc)
-                moved = 0
-            if moved < self.store.index_chunk // 2:  # caught up: let the log fill
-                self._wake.wait(self.interval)
-                self._wake.clear()

@@ -1,8 +1,9 @@
 """What the pipeline, the indexer and the API need from an event store, whichever it is.
 
 A store keeps two things: a durable log (one row per group commit, written before any ack) and
-history chunks (one row per user and flush, `streamscore.history.chunks`) that a background
-thread writes from the log and compacts. `streamscore.store.open.open_store` picks the
+history chunks (one row per user and flush, `streamscore.history.chunks`) that the indexing
+process (`streamscore.history.index_worker`) writes from the log and compacts, on a store
+opened with `indexer=True`. `streamscore.store.open.open_store` picks the
 implementation from the `--store` URL.
 """
 
@@ -22,6 +23,13 @@ class StoreUnavailable(RuntimeError):
 
 class SchemaTooNew(RuntimeError):
     """The store was written by a newer streamscore; refusing to touch it."""
+
+
+class Cell(Protocol):
+    """A shared int64: a `multiprocessing.Value("q")` when the indexing runs in another
+    process, a `ctypes.c_int64` otherwise."""
+
+    value: int
 
 
 class Store(Protocol):
@@ -45,8 +53,16 @@ class Store(Protocol):
         count: int,
     ) -> None: ...
     def truncate_log(self, up_to_seq: int) -> None: ...
+    def share_pending(self, cell: Cell) -> None:
+        """Keep the first seq of an append in doubt (0: none) in `cell`, which the indexing
+        process reads too: it must not chunk a batch that may yet be undone."""
+        ...
 
-    # indexer thread
+    def indexed_up_to(self, seq: int) -> None:
+        """The indexing process chunked every seq <= `seq`: stop holding those batches."""
+        ...
+
+    # indexing process
     def index_pending(self) -> int: ...
     def compact(self) -> int:
         """Merge small chunks of the users that gathered enough of them; returns the number of

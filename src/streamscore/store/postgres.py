@@ -2,14 +2,14 @@
 
 The ack path inserts one `batches` row per group commit (the events in `log_codec` format) and
 commits; the default `synchronous_commit=on` means the commit is on the server's disk before
-any request of the group is acknowledged. The chunker thread writes logged batches into
+any request of the group is acknowledged. The indexing process writes logged batches into
 `history_chunks` (one row per user and flush, `streamscore.history.chunks`) with one COPY per
 flush, off the ack path, and compacts them. Pages read chunks plus the unchunked log tail in
 one REPEATABLE READ snapshot, so an acknowledged event is readable at once.
 
 `history_chunks` is partitioned by the day of its chunks (a chunk holds one user's events of
 one UTC day; native declarative partitioning), so retention detaches and drops whole partitions
-instead of deleting rows. Partitions are created on demand by the chunker, just
+instead of deleting rows. Partitions are created on demand by the indexing process, just
 before the COPY that needs them.
 
 The schema is versioned in `meta`: the service applies the migrations it knows, in order, and
@@ -26,6 +26,7 @@ what makes a lost COMMIT reply decidable (see `append`).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import math
@@ -44,7 +45,7 @@ from streamscore.history.compaction import TARGET, Compaction
 from streamscore.history.pages import page
 from streamscore.history.tail import Tail, snapshot_keys
 from streamscore.store import log_codec
-from streamscore.store.base import RetentionCursor, SchemaTooNew, StoreUnavailable
+from streamscore.store.base import Cell, RetentionCursor, SchemaTooNew, StoreUnavailable
 from streamscore.store.log_codec import LoggedBatch
 from streamscore.store.scan import scan_snapshot
 
@@ -188,22 +189,28 @@ def _partition(day: int) -> str:
 
 
 class PostgresStore:
-    """One writer connection appends, one chunker connection chunks and compacts, a pool
-    serves reads."""
+    """One writer connection appends, a pool serves reads; the indexing process chunks and
+    compacts on a store of its own (`indexer=True`)."""
 
-    def __init__(self, url: str, index_chunk: int = 250_000, timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, index_chunk: int = 250_000, timeout: float = 5.0, indexer: bool = False
+    ) -> None:
         self.url = url
         self.index_chunk = index_chunk
         self.timeout = timeout
         ms = max(1, int(timeout * 1000))
         self._options = f"-c lock_timeout={ms} -c statement_timeout={ms * 12}"
-        self._writer: psycopg.Connection | None = self._connect()
-        if not self._writer.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:
-            self._writer.close()
-            raise StoreUnavailable(f"another streamscore is using {redact(self.url)}")
+        self._writer: psycopg.Connection | None = None
+        if not indexer:  # the indexing process runs beside the service that holds the lock
+            self._writer = self._connect()
+            lock = self._writer.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+            if not lock.fetchone()[0]:
+                self._writer.close()
+                raise StoreUnavailable(f"another streamscore is using {redact(self.url)}")
         self._guard = self._connect()
-        self._migrate(self._guard)
-        self._pending: int | None = None  # first seq of the append whose outcome is not known
+        if not indexer:
+            self._migrate(self._guard)
+        self._pending_cell: Cell = ctypes.c_int64(0)  # first seq of an append in doubt, or 0
         self._unsettled: tuple[int, int, str, dict[str, float]] | None = None
         self._indexer: psycopg.Connection | None = None
         self._indexer_lock = threading.Lock()
@@ -408,6 +415,22 @@ class PostgresStore:
                 self._tail = Tail()  # pages may have read the undone batch
                 log.warning("undid batch %d, committed after its requests were refused", first_seq)
 
+    @property
+    def _pending(self) -> int | None:
+        return self._pending_cell.value or None
+
+    @_pending.setter
+    def _pending(self, first_seq: int | None) -> None:
+        self._pending_cell.value = first_seq or 0
+
+    def share_pending(self, cell: Cell) -> None:
+        cell.value = self._pending_cell.value
+        self._pending_cell = cell
+
+    def indexed_up_to(self, seq: int) -> None:
+        self._tail.forget(seq)
+        self.indexed_seq = max(self.indexed_seq, seq)
+
     def truncate_log(self, up_to_seq: int) -> None:
         try:
             self._writer_conn().execute(
@@ -418,11 +441,11 @@ class PostgresStore:
             self._drop(self._writer)
             log.warning("event log truncation failed: %s", exc)
 
-    # -- indexer thread ------------------------------------------------------------------
+    # -- indexing process ------------------------------------------------------------------
 
     @contextmanager
     def _indexer_conn(self) -> Iterator[psycopg.Connection]:
-        """The indexer thread's connection, dropped if a statement on it fails."""
+        """The indexing (or dead letters') connection, dropped if a statement on it fails."""
         with self._indexer_lock:
             if self._indexer is None:
                 self._indexer = self._connect()
@@ -457,6 +480,12 @@ class PostgresStore:
             chunks = chunk_codec.from_log([(s, m, log_codec.decode(b)) for s, m, b in blobs])
             self._ensure_partitions(conn, np.array([c.min_ts for c in chunks]))
             with conn.transaction():
+                stored = conn.execute(
+                    "SELECT value::bigint FROM meta WHERE key='indexed_seq' FOR UPDATE"
+                ).fetchone()[0]
+                if stored != low:  # another indexer moved it (one orphaned by a crash)
+                    self.indexed_seq = max(self.indexed_seq, stored)
+                    return 0
                 with conn.cursor().copy(COPY) as copy:
                     for chunk in chunks:
                         copy.write_row(chunk.row())

@@ -6,7 +6,7 @@ the group is acknowledged: the ack path pays for one row, whatever the batch siz
 keeps the batches of the current window (and the dedupe horizon), which is all a restart needs.
 
 `events.db` is the history: `history_chunks`, one row per (user, flush) in the columnar
-`streamscore.history.chunks` format, written by the chunker thread off the ack path in the same
+`streamscore.history.chunks` format, written by the indexing process off the ack path in the same
 transaction as `indexed_seq`, and merged by background compaction. A page reads the user's
 chunks that overlap its range plus the logged batches past `indexed_seq` (the tail), so an
 acknowledged event is readable at once.
@@ -29,7 +29,7 @@ from streamscore.history.compaction import TARGET, Compaction
 from streamscore.history.pages import page
 from streamscore.history.tail import Tail, snapshot_keys
 from streamscore.store import log_codec
-from streamscore.store.base import RetentionCursor, SchemaTooNew, StoreUnavailable
+from streamscore.store.base import Cell, RetentionCursor, SchemaTooNew, StoreUnavailable
 from streamscore.store.log_codec import LoggedBatch
 from streamscore.store.scan import scan_snapshot
 
@@ -190,7 +190,8 @@ def _connect(path: Path, *, timeout: float, cache_mb: int = 16) -> sqlite3.Conne
 
 
 class SQLiteStore:
-    """One writer thread appends, one chunker thread chunks and compacts, any thread reads."""
+    """One writer thread appends, the indexing process chunks and compacts (on a store of its
+    own over the same files), any thread reads."""
 
     def __init__(self, path: Path, index_chunk: int = 250_000, timeout: float = 5.0) -> None:
         self.path = path
@@ -314,14 +315,23 @@ class SQLiteStore:
         except sqlite3.Error as exc:  # the next truncation retries; the log only grows meanwhile
             log.warning("event log truncation failed: %s", exc)
 
-    # -- chunker thread ------------------------------------------------------------------
+    def share_pending(self, cell: Cell) -> None:
+        """Nothing to share: an append that returns is committed, one that raises is not."""
+
+    def indexed_up_to(self, seq: int) -> None:
+        self._tail.forget(seq)
+        self.indexed_seq = max(self.indexed_seq, seq)
+
+    # -- indexing process ----------------------------------------------------------------
 
     def index_pending(self) -> int:
         """Chunk the next logged batches (about `index_chunk` events) into `history_chunks`."""
         conn = self._main
-        low = self.indexed_seq
         conn.execute("BEGIN")
         try:
+            # From this snapshot: a second indexer's commit fails ours (SQLITE_BUSY_SNAPSHOT)
+            # instead of chunking the same batches twice.
+            low = self._indexed_seq(conn)
             pending = conn.execute(
                 "SELECT first_seq, count, model_id, events FROM ingest.batches "
                 "WHERE first_seq > ? ORDER BY first_seq LIMIT 1000",

@@ -189,6 +189,54 @@ def test_history_equals_the_oracle_through_chunking_compaction_and_retention(
         )
 
 
+def indexing_store(store: Store) -> Store:
+    """A store over the same data opened as the indexing process opens it."""
+    if isinstance(store, SQLiteStore):
+        return SQLiteStore(store.path)
+    assert isinstance(store, PostgresStore)
+    return PostgresStore(store.url, indexer=True)
+
+
+def test_history_equals_the_oracle_when_other_stores_do_the_chunking(open_store) -> None:  # type: ignore[no-untyped-def]
+    """The service's arrangement: its store appends and serves pages while the indexing
+    process's own store chunks and compacts, and the service learns the progress late. A second
+    indexer that started from an older `indexed_seq` (one orphaned by a crash) must not chunk
+    the same batches again."""
+    rng = random.Random(17)
+    store = open_store()
+    indexer, stale = indexing_store(store), indexing_store(store)
+    try:
+        for chunker in (indexer, stale):
+            chunker.index_chunk = 20
+        feed = Feed(store, rng)
+        for _ in range(100):
+            action = rng.random()
+            if action < 0.5:
+                feed.append(rng.randrange(1, 12))
+            elif action < 0.8:
+                chunker = rng.choice([indexer, stale])
+                chunker.index_pending()
+                if rng.random() < 0.6:  # the progress report may arrive after later pages
+                    store.indexed_up_to(chunker.indexed_seq)
+            else:
+                indexer.compact()
+            user = rng.choice(USERS)
+            assert all_pages(store, user, 0.0, 1e6, rng.randrange(1, 9)) == feed.oracle(
+                user, 0.0, 1e6, (float("-inf"), -1)
+            )
+        while indexer.index_pending() or stale.index_pending():
+            pass
+        store.indexed_up_to(max(indexer.indexed_seq, stale.indexed_seq))
+        for user in USERS:
+            assert all_pages(store, user, 0.0, 1e6, 7) == feed.oracle(
+                user, 0.0, 1e6, (float("-inf"), -1)
+            )
+        assert sorted(r[2] for r in view_rows(store)) == list(range(1, feed.next_seq))
+    finally:
+        indexer.close()
+        stale.close()
+
+
 def view_rows(store: Store) -> list[tuple]:
     sql = "SELECT user_id, timestamp, seq, score, event_id, model_version, features FROM events"
     if isinstance(store, SQLiteStore):
