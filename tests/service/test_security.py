@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from ..conftest import Server, wait_until
+from .test_reliability import samples
 
 NOW = time.time()
 
@@ -27,6 +28,27 @@ def secured(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     ).start()
     yield server
     server.stop()
+
+
+def test_ingest_refusals_are_counted_and_other_methods_get_405(secured: Server) -> None:
+    """`POST /ingest` is answered below the framework (`api.fast_path`): its latency and
+    refused keys are still counted, and other methods still get the framework's 405."""
+
+    def counts(client: httpx.Client) -> tuple[float, float]:
+        got = samples(client.get("/metrics").text)
+        refused = ("streamscore_refusals_total", (("reason", "unauthenticated"),))
+        timed = (
+            "streamscore_request_duration_seconds_count",
+            (("endpoint", "/ingest"), ("status", "401")),
+        )
+        return got.get(refused, 0.0), got.get(timed, 0.0)
+
+    with secured.client() as client:
+        before = counts(client)
+        assert client.post("/ingest", json=batch(1)).status_code == 401
+        assert counts(client) == (before[0] + 1, before[1] + 1)
+        r = client.get("/ingest")
+        assert r.status_code == 405 and r.headers["allow"] == "POST", r.text
 
 
 def test_writes_need_a_valid_key(secured: Server) -> None:

@@ -29,6 +29,7 @@ from streamscore.api import (
 from streamscore.api.auth import ApiKeys, Authorizer, Denied, RateLimits
 from streamscore.api.dashboard import add_dashboard
 from streamscore.api.docs import add_docs
+from streamscore.api.fast_path import FastPath
 from streamscore.api.responses import error, json_response
 from streamscore.api.timing import RequestTimer
 from streamscore.config import Settings
@@ -36,6 +37,8 @@ from streamscore.service import Service
 from streamscore.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -77,16 +80,20 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         """Errors as `{"error": ...}`. A 405's `Allow` lists the methods of every route on the
-        path: Starlette names only the first route's, and a path may have several."""
+        path: Starlette names only the first route's, and a path may have several. Each method
+        is tried against the routes (FastAPI wraps included routers, so the routes' own
+        `methods` are not all in view)."""
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
-            allowed = {
+            allowed = [
                 method
-                for route in app.router.routes
-                if route.matches(request.scope)[0] != Match.NONE
-                for method in getattr(route, "methods", None) or ()
-            }
-            headers["Allow"] = ", ".join(sorted(allowed))
+                for method in METHODS
+                if any(
+                    route.matches({**request.scope, "method": method})[0] == Match.FULL
+                    for route in app.router.routes
+                )
+            ]
+            headers["Allow"] = ", ".join(allowed)
         return json_response({"error": str(exc.detail)}, exc.status_code, headers)
 
     @app.exception_handler(StoreUnavailable)
@@ -96,7 +103,8 @@ def create_app(settings: Settings) -> FastAPI:
         return error(503, str(exc))
 
     limits = RateLimits(settings.rate_limit, settings.rate_burst)
-    app.include_router(ingest.router(service, authorizer, limits))
+    ingest_endpoint = ingest.IngestEndpoint(service, authorizer, limits)
+    app.include_router(ingest.router(ingest_endpoint))
     app.include_router(reads.router(service, authorizer))
     app.include_router(operations.router(service, authorizer))
     app.include_router(drift.router(service, authorizer))
@@ -108,6 +116,12 @@ def create_app(settings: Settings) -> FastAPI:
     add_docs(app)
     app.add_middleware(
         RequestTimer,
+        histogram=service.metrics.request_seconds,
+        refusals=service.metrics.refusals,
+    )
+    app.add_middleware(  # outermost: ingest skips the framework (see `api.fast_path`)
+        FastPath,
+        routes={("POST", "/ingest"): ingest_endpoint},
         histogram=service.metrics.request_seconds,
         refusals=service.metrics.refusals,
     )

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from streamscore import __version__
 from streamscore.api import ingest
 from streamscore.api.auth import ApiKeys, Authorizer, Denied, RateLimits
+from streamscore.api.fast_path import FastPath
 from streamscore.api.reads import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, history_body
 from streamscore.api.responses import error, json_response
 from streamscore.cluster.node import ClusterNode
@@ -73,7 +74,8 @@ def create_cluster_app(settings: Settings, model: LoadedModel) -> FastAPI:
         return error(503, str(exc))
 
     limits = RateLimits(settings.rate_limit, settings.rate_burst)
-    app.include_router(ingest.router(node, authorizer, limits))  # type: ignore[arg-type]
+    ingest_endpoint = ingest.IngestEndpoint(node, authorizer, limits)  # type: ignore[arg-type]
+    app.include_router(ingest.router(ingest_endpoint))
 
     async def forward(request: Request, partition: int) -> Response:
         if request.headers.get(FORWARDED):
@@ -180,6 +182,12 @@ def create_cluster_app(settings: Settings, model: LoadedModel) -> FastAPI:
     async def metrics() -> Response:
         return Response(node.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(
+        FastPath,
+        routes={("POST", "/ingest"): ingest_endpoint},
+        histogram=node.metrics.request_seconds,
+        refusals=node.metrics.refusals,
+    )
     return app
 
 

@@ -12,12 +12,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import msgspec
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from streamscore.api import schemas
-from streamscore.api.auth import Authorizer, Caller, RateLimits
+from streamscore.api.auth import Authorizer, Denied, RateLimits
 from streamscore.api.responses import error, json_response
+from streamscore.config import Settings
 from streamscore.ingest.decode import BodyError, event_type
 from streamscore.ingest.request import (
     MAX_IDEMPOTENCY_KEY,
@@ -41,9 +42,75 @@ class BodyTimeout(TimeoutError):
     """The client stopped sending its body: 408."""
 
 
-def router(service: Service, authorizer: Authorizer, limits: RateLimits) -> APIRouter:
+class IngestEndpoint:
+    """`POST /ingest` as one async call from a request to its response, authorization
+    included, so that `FastPath` can answer it below the framework (see `api.fast_path`)."""
+
+    def __init__(self, service: Service, authorizer: Authorizer, limits: RateLimits) -> None:
+        self.service = service
+        self.authorizer = authorizer
+        self.limits = limits
+
+    async def __call__(self, request: Request) -> Response:
+        service, settings = self.service, self.service.settings
+        try:
+            caller = self.authorizer.check(request.headers.get("authorization"), "ingest")
+        except Denied as exc:
+            return json_response({"error": str(exc)}, exc.status, exc.headers)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in JSON_TYPES | NDJSON_TYPES:
+            return error(
+                415,
+                f"unsupported content type {content_type!r}: use application/json or "
+                "application/x-ndjson",
+            )
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+            return error(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+        idempotency_key.set(key)
+        ingest = IngestRequest(service, lambda events: self.limits.take(caller.key_id, events))
+        try:
+            await service.admission.room()
+            if content_type in JSON_TYPES:
+                await ingest.json(await _whole_body(request, ingest, settings))
+            else:
+                await ingest.ndjson(_chunks(request, settings.body_timeout))
+        except BodyError as exc:
+            return self.refuse("bad_body", error(400, str(exc)))
+        except TooLarge as exc:
+            return self.refuse("too_large", error(413, str(exc), **_processed(ingest)))
+        except (BodyTimeout, TooSlow) as exc:
+            return self.refuse("body_timeout", error(408, str(exc), **_processed(ingest)))
+        except RateLimited as exc:
+            return self.refuse(
+                "rate_limited", error(429, str(exc), exc.retry_after, **_processed(ingest))
+            )
+        except (Overloaded, StoreUnavailable) as exc:
+            return self.refuse(self._reason(exc), error(503, str(exc), **_processed(ingest)))
+        except ScoringFailed as exc:
+            return self.refuse("scoring_failed", error(500, str(exc), **_processed(ingest)))
+        finally:
+            ingest.release()
+        ingest.finish()
+        return json_response(ingest.tally.body())
+
+    def refuse(self, reason: str, response: Response) -> Response:
+        self.service.metrics.refusals.labels(reason).inc()
+        return response
+
+    def _reason(self, exc: Exception) -> str:
+        if isinstance(exc, StoreUnavailable):
+            return "store_unavailable"
+        if isinstance(exc, AckTimeout):
+            return "ack_timeout"
+        return "shutting_down" if self.service.admission.closing else "overloaded"
+
+
+def router(endpoint: IngestEndpoint) -> APIRouter:
+    """The route as the framework knows it: its OpenAPI description, and the 405 that other
+    methods on `/ingest` get. Both apps install `FastPath`, which answers a POST with the same
+    endpoint before the framework routes it, so this handler runs only in an app without it."""
     routes = APIRouter()
-    settings = service.settings
 
     @routes.post(
         "/ingest",
@@ -58,81 +125,32 @@ def router(service: Service, authorizer: Authorizer, limits: RateLimits) -> APIR
             429: {"model": schemas.ErrorResponse, "description": "rate limit of the key"},
             503: {"model": schemas.ErrorResponse, "description": "overloaded or store failing"},
         },
-        openapi_extra={"requestBody": _request_body(service.decoder.n_features)},
+        openapi_extra={"requestBody": _request_body(endpoint.service.decoder.n_features)},
         summary="Score and store events; 200 means every processed event is durable",
     )
-    async def ingest(
-        request: Request,
-        caller: Caller = Depends(authorizer.require("ingest")),  # noqa: B008 (FastAPI's idiom)
-    ) -> Response:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type not in JSON_TYPES | NDJSON_TYPES:
-            return error(
-                415,
-                f"unsupported content type {content_type!r}: use application/json or "
-                "application/x-ndjson",
-            )
-        key = request.headers.get("idempotency-key")
-        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-            return error(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
-        idempotency_key.set(key)
-        ingest = IngestRequest(service, lambda events: limits.take(caller.key_id, events))
-        try:
-            await service.admission.room()
-            if content_type in JSON_TYPES:
-                await ingest.json(await _whole_body(request, ingest, settings.max_body_bytes))
-            else:
-                await ingest.ndjson(_chunks(request, settings.body_timeout))
-        except BodyError as exc:
-            return refuse("bad_body", error(400, str(exc)))
-        except TooLarge as exc:
-            return refuse("too_large", error(413, str(exc), **_processed(ingest)))
-        except (BodyTimeout, TooSlow) as exc:
-            return refuse("body_timeout", error(408, str(exc), **_processed(ingest)))
-        except RateLimited as exc:
-            return refuse(
-                "rate_limited", error(429, str(exc), exc.retry_after, **_processed(ingest))
-            )
-        except (Overloaded, StoreUnavailable) as exc:
-            return refuse(_reason(exc), error(503, str(exc), **_processed(ingest)))
-        except ScoringFailed as exc:
-            return refuse("scoring_failed", error(500, str(exc), **_processed(ingest)))
-        finally:
-            ingest.release()
-        ingest.finish()
-        return json_response(ingest.tally.body())
-
-    def refuse(reason: str, response: Response) -> Response:
-        service.metrics.refusals.labels(reason).inc()
-        return response
-
-    def _reason(exc: Exception) -> str:
-        if isinstance(exc, StoreUnavailable):
-            return "store_unavailable"
-        if isinstance(exc, AckTimeout):
-            return "ack_timeout"
-        return "shutting_down" if service.admission.closing else "overloaded"
-
-    async def _whole_body(request: Request, ingest: IngestRequest, limit: int) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit():
-            if int(declared) > limit:
-                raise TooLarge(
-                    f"body of {declared} bytes exceeds the {limit}-byte limit; use NDJSON"
-                )
-            await ingest.hold(int(declared))
-        chunks = []
-        size = 0
-        async for chunk in _chunks(request, settings.body_timeout):
-            size += len(chunk)
-            if size > limit:
-                raise TooLarge(f"body exceeds the {limit}-byte limit; use NDJSON for long streams")
-            if size > ingest.held_bytes:  # chunked: counted as it arrives
-                await ingest.hold(size - ingest.held_bytes)
-            chunks.append(chunk)
-        return b"".join(chunks)
+    async def ingest(request: Request) -> Response:
+        return await endpoint(request)
 
     return routes
+
+
+async def _whole_body(request: Request, ingest: IngestRequest, settings: Settings) -> bytes:
+    limit = settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit():
+        if int(declared) > limit:
+            raise TooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit; use NDJSON")
+        await ingest.hold(int(declared))
+    chunks = []
+    size = 0
+    async for chunk in _chunks(request, settings.body_timeout):
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"body exceeds the {limit}-byte limit; use NDJSON for long streams")
+        if size > ingest.held_bytes:  # chunked: counted as it arrives
+            await ingest.hold(size - ingest.held_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _processed(ingest: IngestRequest) -> dict[str, int]:
