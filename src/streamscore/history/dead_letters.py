@@ -1,7 +1,7 @@
 """Rejected events, kept with their reason, raw bytes and arrival time for inspection.
 
 The event loop only appends to a buffer bounded by rows (`buffer`) and by bytes (`max_bytes`,
-counting each row's raw text and reason): the store's background thread writes the buffer out
+counting each row's raw text and reason): the indexer's thread (`history.indexer`) writes it out
 and trims the table to `--dead-letter-limit` rows. If rejections arrive faster than that thread
 drains them, the oldest unwritten ones are dropped and counted, never blocking ingest; so are
 the rejections a request does not keep whole (`skip`).

@@ -1,6 +1,6 @@
 """Retention: history older than `days` is deleted in the background, a bounded step at a time.
 
-The store's background thread calls `step()` between indexing passes. A sweep takes bounded
+The indexing process (`history.index_worker`) calls `step()` between indexing passes. A sweep takes bounded
 steps until the store says it has reached the end, then rests for `rest` seconds. What a step
 is belongs to the store: SQLite deletes the expired chunks among the next `chunk`; PostgreSQL drops one
 expired day partition.
