@@ -299,7 +299,8 @@ class ClusterNode:
             with contextlib.suppress(redis.RedisError):
                 # Users the last owner wrote, whose windows may have emptied since.
                 owner.online.shown.update(await self.online.users(partition))
-                await self._publish_all(owner, force=True)
+                async with self._locks.setdefault(partition, asyncio.Lock()):
+                    await self._publish_all(owner, force=True)
         log.info(
             "owning partition",
             extra={"partition": partition, "last_msg": owner.last_msg, "epoch": epoch},
@@ -373,7 +374,8 @@ class ClusterNode:
             await self.stream_time.advance(float(prepared.events.timestamps.max()))
         if self.online is not None and self.owners.get(owner.partition) is owner:
             with contextlib.suppress(redis.RedisError):  # (a released owner writes no more)
-                await self._publish(owner, list(dict.fromkeys(prepared.events.user_ids)))
+                async with lock:
+                    await self._publish(owner, list(dict.fromkeys(prepared.events.user_ids)))
 
     def _forget(self, owner: PartitionOwner) -> None:
         """Stop owning a partition another node took (the lease loop will see it too), unless
@@ -398,14 +400,18 @@ class ClusterNode:
                     continue  # its replay must see the stream time it saw the first time
                 async with self._locks.setdefault(partition, asyncio.Lock()):
                     owner.advance(self.stream_time.time)
-                if self.online is not None:
-                    with contextlib.suppress(redis.RedisError):
-                        await self._publish_all(owner)
+                    if self.online is not None:
+                        with contextlib.suppress(redis.RedisError):
+                            await self._publish_all(owner)
 
     async def _publish_all(self, owner: PartitionOwner, force: bool = False) -> None:
         """Rewrite what stream time changed: medians once a window's cutoff moved (every user
         Redis shows with events, or should: some windows empty), features every
-        `online_refresh` seconds (every bound moves with stream time)."""
+        `online_refresh` seconds (every bound moves with stream time).
+
+        Every write of a partition runs under its lock (as `_publish` does), so that no batch
+        or advance lands between reading the values and their bounds, and no older write can
+        land after a newer one."""
         assert self.online is not None
         shown = owner.online
         if force or shown.cutoff != owner.clock.cutoff:
@@ -434,14 +440,15 @@ class ClusterNode:
         assert self.online is not None
         if not users:
             return
+        cutoff, now = owner.clock.cutoff, owner.clock.time
         got = [await asyncio.wrap_future(owner.windows.submit_get(u)) for u in users]
         await self.online.put_medians(
             owner.partition,
             users,
             np.array([math.nan if m is None else m for m, _ in got]),
             np.array([c for _, c in got]),
-            owner.clock.cutoff,
-            owner.clock.time,
+            cutoff,
+            now,
         )
         shown = owner.online.shown
         for user, (_, count) in zip(users, got, strict=True):

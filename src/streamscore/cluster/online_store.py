@@ -51,7 +51,10 @@ class OnlineStore:
         window_start: float | np.ndarray,
         window_end: float | np.ndarray,
     ) -> None:
-        """Store each user's median over its window (scalars or one value per user)."""
+        """Store each user's median over its window (scalars or one value per user). A user
+        whose window is empty (count 0) is removed instead: it then reads as never written,
+        answered at the reader's stream time. A stored empty record would keep the bounds of
+        its write, and nothing rewrites a user without events when stream time moves on."""
         n = len(user_ids)
         if n == 0:
             return
@@ -62,10 +65,21 @@ class OnlineStore:
         records["end"] = np.broadcast_to(window_end, n)
         raw = records.tobytes()
         size = RECORD.itemsize
-        await self.client.hset(
-            self._medians(partition),
-            mapping={user: raw[i * size : (i + 1) * size] for i, user in enumerate(user_ids)},
-        )
+        key = self._medians(partition)
+        live = np.asarray(counts) > 0
+        pipeline = self.client.pipeline(transaction=False)  # one round trip
+        if live.any():
+            pipeline.hset(
+                key,
+                mapping={
+                    user: raw[i * size : (i + 1) * size]
+                    for i, user in enumerate(user_ids)
+                    if live[i]
+                },
+            )
+        if not live.all():
+            pipeline.hdel(key, *(u for i, u in enumerate(user_ids) if not live[i]))
+        await pipeline.execute()
 
     async def get_median(self, partition: int, user_id: str) -> OnlineMedian | None:
         """The user's stored median, or None for a user never written."""
@@ -86,5 +100,5 @@ class OnlineStore:
         return await self.client.hget(self._features(version, partition), user_id)
 
     async def users(self, partition: int) -> list[str]:
-        """Every user with a stored median in `partition`."""
+        """Every user with a stored median (a non-empty window) in `partition`."""
         return [u.decode() for u in await self.client.hkeys(self._medians(partition))]
