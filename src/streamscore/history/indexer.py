@@ -49,10 +49,6 @@ class Indexer:
         self._thread = threading.Thread(target=self._run, name="indexer", daemon=True)
 
     @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    @property
     def alive(self) -> bool:
         return self._process is not None and self._process.is_alive()
 
