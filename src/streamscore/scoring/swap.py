@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -48,6 +49,9 @@ class WindowInputs:
     """The model inputs of the events still in the window, one entry per commit (whole
     commits are dropped once all their events left the window: `clock` is the commit step's).
 
+    User ids are kept interned: the decoder makes a new string per event (~60 bytes), which
+    would otherwise stay alive for the whole window beside an 8-byte pointer.
+
     >>> clock = StreamClock(10.0, 100.0)
     >>> kept = WindowInputs(clock)
     >>> batch = EventBatch(["a"], np.array([95.0]), np.ones((1, 1)), [None], np.arange(1))
@@ -66,7 +70,8 @@ class WindowInputs:
     def append(self, item: tuple[EventBatch, np.ndarray]) -> None:
         events, inputs = item
         if len(events):
-            entry = (events.user_ids, events.timestamps, inputs, float(events.timestamps.max()))
+            users = list(map(sys.intern, events.user_ids))
+            entry = (users, events.timestamps, inputs, float(events.timestamps.max()))
             self.entries.append(entry)
             self.events += len(events)
         cutoff = self.clock.cutoff

@@ -147,3 +147,17 @@ def test_swap_rebuilds_windows_in_the_background(tmp_path: Path) -> None:
         expected = float(np.median(new.score(np.array(sent[user], np.float32))))
         median, count = rebuilt.get(user)
         assert count == len(sent[user]) and median == pytest.approx(expected, abs=1e-6), user
+
+
+def test_window_inputs_hold_one_string_per_user_not_per_event() -> None:
+    clock = StreamClock(3600.0, NOW)
+    kept = WindowInputs(clock)
+    for k in range(2):  # as decoded: equal ids, distinct string objects
+        users = ["".join(["user-", str(7)]) for _ in range(3)]
+        events = EventBatch(
+            users, NOW + np.arange(3.0) + k, np.zeros((3, 3)), [None] * 3, np.arange(3)
+        )
+        kept.append((events, np.zeros((3, 3), "f4")))
+    ids = [u for entry in kept.entries for u in entry[0]]
+    assert ids == ["user-7"] * 6
+    assert len({id(u) for u in ids}) == 1
