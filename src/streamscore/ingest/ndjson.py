@@ -2,7 +2,9 @@
 
 Lines are numbered among non-blank lines (the `index` every rejection reports). A line longer
 than `max_line_bytes` is not buffered: its first bytes become a rejection and the rest is
-skipped as it arrives, so one endless line cannot grow memory.
+skipped as it arrives, so one endless line cannot grow memory. The limit is on a line's bytes as
+sent, blanks included (what has to be buffered), so that how a body is cut into chunks never
+changes which lines are refused; such a line is refused even if it is all blanks.
 
 >>> framer = NdjsonFramer(max_line_bytes=8)
 >>> framer.feed(b'{"a":1}\\n\\n{"b"')
@@ -38,7 +40,7 @@ class NdjsonFramer:
             if self._skipping:
                 self._skipping = False
                 continue
-            self._take(part.strip(), lines, rejected)
+            self._take(part, lines, rejected)
         if self._skipping:
             self._tail = b""
         elif len(self._tail) > self.max_line_bytes:
@@ -52,16 +54,14 @@ class NdjsonFramer:
         lines: Lines = []
         rejected: list[Rejection] = []
         if not self._skipping:
-            self._take(self._tail.strip(), lines, rejected)
+            self._take(self._tail, lines, rejected)
         self._tail = b""
         return lines, rejected
 
-    def _take(self, line: bytes, lines: Lines, rejected: list[Rejection]) -> None:
-        if not line:
-            return
-        if len(line) > self.max_line_bytes:
-            rejected.append(self._overlong(line))
-        else:
+    def _take(self, part: bytes, lines: Lines, rejected: list[Rejection]) -> None:
+        if len(part) > self.max_line_bytes:
+            rejected.append(self._overlong(part))
+        elif line := part.strip():
             lines.append((self.lines, line))
             self.lines += 1
 

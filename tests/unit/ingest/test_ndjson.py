@@ -3,7 +3,7 @@ and an overlong line is one rejection, never buffered whole."""
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from streamscore.ingest.ndjson import NdjsonFramer
@@ -28,13 +28,18 @@ def frame(body: bytes, cuts: list[int]) -> tuple[list[tuple[int, bytes]], list[i
 
 
 @given(lines_strategy, st.lists(st.integers(0, 10_000), max_size=8), st.booleans())
+# Within the limit once stripped, over it as sent: was refused only when no newline ended it.
+@example(raw=[b"\x00" * LIMIT + b"\t"], cuts=[], newline=False)
+@example(raw=[b"\x00" * LIMIT + b"\t"], cuts=[], newline=True)
+@example(raw=[b" " * (LIMIT + 1), b"{}"], cuts=[3], newline=False)
 def test_any_chunking_frames_like_split(raw: list[bytes], cuts: list[int], newline: bool) -> None:
     body = b"\n".join(raw) + (b"\n" if newline else b"")
     lines, rejected = frame(body, cuts)
-    expected = [part.strip() for part in body.split(b"\n") if part.strip()]
-    numbered = list(enumerate(expected))
-    assert lines == [(i, line) for i, line in numbered if len(line) <= LIMIT]
-    assert rejected == [i for i, line in numbered if len(line) > LIMIT]
+    # The limit is on a line as sent; a blank line within it is skipped, unnumbered.
+    counted = [part for part in body.split(b"\n") if part.strip() or len(part) > LIMIT]
+    numbered = list(enumerate(counted))
+    assert lines == [(i, part.strip()) for i, part in numbered if len(part) <= LIMIT]
+    assert rejected == [i for i, part in numbered if len(part) > LIMIT]
 
 
 def test_an_endless_line_is_not_buffered() -> None:
