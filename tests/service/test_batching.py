@@ -5,8 +5,12 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from ..conftest import Server, wait_until
+
+# Run alone (scripts/test): it times how long events are held.
+pytestmark = pytest.mark.serial
 
 
 def test_high_priority_is_never_held_back_to_fill_a_batch(server_factory) -> None:  # type: ignore[no-untyped-def]

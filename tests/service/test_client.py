@@ -92,6 +92,7 @@ def test_history_iterates_across_pages_median_and_stats(server_factory, store_ki
         assert stats.ingest_requests == 1
 
 
+@pytest.mark.serial  # run alone (scripts/test): it times the rate limit's refill
 def test_rides_out_rate_limits_and_refuses_bad_keys(server_factory, caplog) -> None:  # type: ignore[no-untyped-def]
     server = server_factory(api_keys="KEY", rate_limit=200, rate_burst=200)
     now = time.time()
@@ -113,6 +114,7 @@ def test_rides_out_rate_limits_and_refuses_bad_keys(server_factory, caplog) -> N
             assert refused.value.status == 401 and time.monotonic() - started < 1.0
 
 
+@pytest.mark.serial  # run alone (scripts/test): it times the give-up
 def test_rides_out_a_failing_store_then_gives_up_in_time(server_factory, caplog) -> None:  # type: ignore[no-untyped-def]
     server = server_factory(store_timeout=0.3)
     now = time.time()

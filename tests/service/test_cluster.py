@@ -20,6 +20,9 @@ from ..cluster_harness import WINDOW, Cluster, check_against_oracle
 from ..conftest import wait_until
 from ..oracle import Oracle, reference_model, send_checked, splits, stream, wire_events
 
+# Run alone (scripts/test): nodes' heartbeats and leases time out.
+pytestmark = pytest.mark.serial
+
 _examples = itertools.count()
 
 

@@ -9,9 +9,14 @@ import random
 import time
 from pathlib import Path
 
+import pytest
+
 from ..cluster_harness import Cluster, check_against_oracle, start_sender
 from ..conftest import wait_until
 from ..unit.cluster.conftest import PrivateNats
+
+# Run alone (scripts/test): nodes' heartbeats and leases time out.
+pytestmark = pytest.mark.serial
 
 
 def test_nodes_killed_and_joining_under_load_lose_nothing(

@@ -11,9 +11,13 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 from playwright import sync_api
 
 from ..conftest import Server, wait_until
+
+# Run alone (scripts/test): a browser's live page, with time bounds.
+pytestmark = pytest.mark.serial
 
 # scripts/test installs Debian's chromium; without it this test fails rather than skips.
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -309,6 +309,7 @@ def _unscored(row: dict) -> tuple:
     return (row["user_id"], row["timestamp"], row["features"], row.get("event_id"))
 
 
+@pytest.mark.serial  # run alone (scripts/test): it measures the exporter's memory
 @pytest.mark.skipif(not LONG, reason="STREAMSCORE_LONG=1: builds a large store")
 def test_a_large_store_exports_in_bounded_memory(tmp_path: Path) -> None:
     events = int(os.environ.get("STREAMSCORE_EXPORT_EVENTS", 20_000_000))

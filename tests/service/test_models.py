@@ -140,6 +140,7 @@ def test_changes_need_the_admin_scope(tmp_path: Path, server_factory) -> None:  
         assert r.status_code == 201
 
 
+@pytest.mark.serial  # run alone (scripts/test): it measures the swap's latency
 def test_swap_under_load_fails_nothing_and_never_mixes(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
     server: Server = server_factory(latency_budget=BUDGET)
     demo = server.store_dir / "demo_model.pt"

@@ -7,8 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from ..conftest import wait_until
+
+# Run alone (scripts/test): it measures the server's peak memory.
+pytestmark = pytest.mark.serial
 
 USERS = 500
 

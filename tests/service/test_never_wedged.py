@@ -7,10 +7,14 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 
 from streamscore.api.dashboard import MAX_STREAMS
 
 from ..conftest import Server, wait_until
+
+# Run alone (scripts/test): its checks wait on the server's own intervals.
+pytestmark = pytest.mark.serial
 
 
 def test_dashboard_streams_are_capped(server: Server) -> None:

@@ -149,6 +149,7 @@ def test_body_bytes_in_flight_are_bounded(server_factory) -> None:  # type: igno
         )
 
 
+@pytest.mark.serial  # run alone (scripts/test): it times /health beside a costly body
 def test_expensive_bodies_are_refused_first_and_do_not_stall_others(server_factory) -> None:  # type: ignore[no-untyped-def]
     server: Server = server_factory(max_events_per_request=2_000_000, max_ndjson_bytes=50_000)
     empties = b'{"events":[' + b",".join([b"{}"] * 600_000) + b"]}"

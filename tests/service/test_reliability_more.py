@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..conftest import Server, wait_until
+
+# Run alone (scripts/test): it measures the server's peak memory.
+pytestmark = pytest.mark.serial
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -11,6 +11,9 @@ import pytest
 from ..conftest import Server, wait_until
 from .test_reliability import samples
 
+# Run alone (scripts/test): it times header and body cut-offs.
+pytestmark = pytest.mark.serial
+
 NOW = time.time()
 
 

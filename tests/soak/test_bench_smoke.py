@@ -14,6 +14,9 @@ import pytest
 
 from ..conftest import LONG
 
+# Run alone (scripts/test): it measures throughput and latency.
+pytestmark = pytest.mark.serial
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

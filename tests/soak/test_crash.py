@@ -19,6 +19,9 @@ import pytest
 
 from ..conftest import LONG, Server
 
+# Run alone (scripts/test): kill cycles under load, bounded in time.
+pytestmark = pytest.mark.serial
+
 USERS = 50
 BATCH = 200
 

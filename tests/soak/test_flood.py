@@ -13,8 +13,12 @@ from collections import Counter
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from ..conftest import Server
+
+# Run alone (scripts/test): it measures the server's memory under a flood.
+pytestmark = pytest.mark.serial
 
 RSS_BOUND_MB = 2048  # documented in the README's Guarantees section
 

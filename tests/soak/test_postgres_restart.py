@@ -13,9 +13,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from ..conftest import Server, wait_until
 from ..service.test_postgres_faults import lock_holders
+
+# Run alone (scripts/test): it restarts the PostgreSQL server every other test uses.
+pytestmark = pytest.mark.serial
 
 BATCH = 100
 

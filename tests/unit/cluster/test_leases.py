@@ -20,7 +20,7 @@ from streamscore.cluster.leases import Leases, assign
 
 from .conftest import PrivateNats, connect, wait_until
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.serial]  # serial: it times lease expiry
 
 P = 16
 # Shortened so the suite stays fast; STREAMSCORE_LONG=1 measures with the production defaults.
