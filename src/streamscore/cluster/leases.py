@@ -150,8 +150,9 @@ class Leases:
             wait = self.interval
             if self._owned:
                 wait = min(wait, max(0.0, self._fence_at() - time.monotonic()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), wait)
+            with contextlib.suppress(TimeoutError):  # not `wait_for`: see `pipeline.outcome`
+                async with asyncio.timeout(wait):
+                    await self._stopping.wait()
 
     def _require_kv(self) -> KeyValue:
         if self._kv is None:

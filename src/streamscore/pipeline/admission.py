@@ -91,8 +91,10 @@ class Admission:
         changed = self._condition()
         self._waiting += 1
         try:
-            async with changed:
-                await asyncio.wait_for(changed.wait_for(ready), self.max_wait)
+            # `asyncio.timeout`, not `wait_for`: on Python 3.11 that one loses a cancellation
+            # that comes as the room does, and a cancelled caller would go on.
+            async with asyncio.timeout(self.max_wait), changed:
+                await changed.wait_for(ready)
         except TimeoutError:
             raise Overloaded(why()) from None
         finally:

@@ -39,6 +39,35 @@ class PipelineDown(Overloaded):
     """A pipeline thread is not running (503 until it is back)."""
 
 
+async def outcome(future: asyncio.Future[IngestResult], timeout: float) -> IngestResult:
+    """What `future` (a job's, settled by the commit step) comes to; `AckTimeout` after
+    `timeout` seconds, leaving the job to finish. A caller cancelled meanwhile is cancelled,
+    even if the outcome lands at that very moment: `asyncio.wait_for` on Python 3.11 would
+    then return the outcome and lose the cancellation, so a cancelled caller (the simulator
+    being stopped) went on as if nothing had happened.
+
+    >>> async def cancelled_as_it_lands():
+    ...     future = asyncio.get_running_loop().create_future()
+    ...     waiting = asyncio.ensure_future(outcome(future, 10.0))
+    ...     await asyncio.sleep(0)
+    ...     future.set_result(IngestResult(processed=1))
+    ...     waiting.cancel()
+    ...     try:
+    ...         return await waiting
+    ...     except asyncio.CancelledError:
+    ...         return "cancelled"
+    >>> asyncio.run(cancelled_as_it_lands())
+    'cancelled'
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(future)
+    except TimeoutError:
+        raise AckTimeout(
+            f"events not durable within {timeout:g} s; retry (event_ids dedupe)"
+        ) from None
+
+
 class Pipeline:
     def __init__(
         self,
@@ -108,12 +137,7 @@ class Pipeline:
         return result
 
     async def _outcome(self, future: asyncio.Future[IngestResult]) -> IngestResult:
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self.ack_timeout)
-        except TimeoutError:
-            raise AckTimeout(
-                f"events not durable within {self.ack_timeout:g} s; retry (event_ids dedupe)"
-            ) from None
+        return await outcome(future, self.ack_timeout)
 
     async def _copies(
         self, batch: EventBatch, owner: asyncio.Future[IngestResult], positions: list[int]
