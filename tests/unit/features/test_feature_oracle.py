@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from feature_oracle import Event, check, expected
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from streamscore.features.definitions import default, parse
@@ -166,8 +166,15 @@ def test_default_set_matches_brute_force(stream, splits, restart_at) -> None:  #
     run(default(), ["v1"], stream, splits, restart_at)
 
 
+# A gap of exactly 10 minutes that floating point puts just over: 8192.2 - 7592.2 > 600.
+ROUNDED_GAP = [("a", 0.0, 0.0, None, None, 0.0)] * 4 + [
+    ("a", step, 0.0, None, None, 0.0) for step in (80.0, 1800.0, 2192.0, 3519.0, 1.2, 600.0)
+]
+
+
 @settings(max_examples=200, deadline=None)
 @given(events, st.lists(st.integers(1, 30), max_size=8), st.integers(1, 6))
+@example(stream=ROUNDED_GAP, splits=[], restart_at=1)
 def test_custom_file_matches_brute_force(stream, splits, restart_at) -> None:  # type: ignore[no-untyped-def]
     text = default().canonical("v1") + CUSTOM
     run(parse(text), ["v1", "v2"], stream, splits, restart_at)
