@@ -52,6 +52,8 @@ def test_sent_to_one_node_read_from_another_equals_the_oracle(
     model = reference_model(small_cluster.model)
     oracle = Oracle(WINDOW, stream_time=base - 1e5)
     users = [f"{small_cluster.name}-ex{example}-user-{u}" for u in range(6)]
+    for node in small_cluster.live():  # each saves its ingest counters, so `before` is settled
+        small_cluster.stats(node)
     before = small_cluster.stats()["cluster"]
     wire = wire_events(events, users, base, f"{small_cluster.name}-ex{example}")
     writer, reader = small_cluster.nodes[0], small_cluster.nodes[-1]
