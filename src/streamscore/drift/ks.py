@@ -24,12 +24,9 @@ critical value instead, equivalent because the survival function decreases in `D
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from scipy.stats import rv_continuous
+from scipy import stats
 
 
 def cdf(counts: np.ndarray) -> np.ndarray:
@@ -53,18 +50,10 @@ def effective_size(n: int, m: int) -> int:
 
 
 def ks_p_value(statistic: float, n: int, m: int) -> float:
-    return float(_kstwo().sf(statistic, effective_size(n, m)))
+    return float(stats.kstwo.sf(statistic, effective_size(n, m)))
 
 
 @lru_cache(maxsize=4096)
 def ks_critical(alpha: float, n: int, m: int) -> float:
     """The `D` above which the p-value is below `alpha`."""
-    return float(_kstwo().isf(alpha, effective_size(n, m)))
-
-
-def _kstwo() -> rv_continuous:
-    """`scipy.stats.kstwo`, imported on first use: `scipy.stats` takes ~1 s to import, a third of
-    the service's start-up, and a monitor needs it only once it has a window to test."""
-    from scipy.stats import kstwo
-
-    return kstwo
+    return float(stats.kstwo.isf(alpha, effective_size(n, m)))
